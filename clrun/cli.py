@@ -1,0 +1,48 @@
+"""The `clrun` command: a thin Hydra shell around `clrun.run.run`.
+
+User errors become one line on stderr and exit code 2 (set HYDRA_FULL_ERROR=1 for the
+traceback). In a multirun a failing job records its error in its directory and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from clrun.errors import ClrunError
+from clrun.paths import config_dir
+from clrun.results import write_atomic
+
+
+def _job(cfg: DictConfig) -> float | None:
+    from clrun.report import print_summary
+    from clrun.run import run
+
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    try:
+        result = run(cfg, run_dir, choices=dict(hydra_cfg.runtime.choices))
+    except ClrunError as error:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"clrun: error: {error}", file=sys.stderr, flush=True)
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            write_atomic(run_dir / "error.txt", f"{error}\n")
+            return None
+        sys.exit(2)
+    print_summary(result)
+    return result.metrics.acc
+
+
+def main() -> None:
+    hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(_job)()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,17 @@
+"""User-facing errors: the CLI prints them as one line and exits with code 2."""
+
+
+class ClrunError(Exception):
+    """A problem the user can fix (bad config value, missing data); never a bug in clrun."""
+
+
+class ConfigError(ClrunError):
+    """A config value is invalid; the message names the key, the value and what is allowed."""
+
+    def __init__(self, key: str, value: object, allowed: str) -> None:
+        super().__init__(f"{key}={value!r} is invalid: {allowed}")
+        self.key = key
+
+
+class DataError(ClrunError):
+    """A data set is missing or corrupt; the message says where clrun looked and what to do."""

@@ -1,0 +1,40 @@
+"""The one place that turns config nodes into objects, with an allow-list of targets.
+
+A config file is data, not code: only classes from clrun, torch, torchvision and Lightning can
+be built, so a downloaded experiment file cannot run arbitrary Python.
+"""
+
+from typing import Any
+
+import hydra.utils
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from clrun.errors import ConfigError
+
+ALLOWED_PREFIXES = ("clrun.", "torch.", "torchvision.", "pytorch_lightning.", "lightning.")
+
+
+def _check_targets(node: Any, path: str) -> None:
+    if isinstance(node, DictConfig):
+        target = node.get("_target_")
+        if target is not None and not str(target).startswith(ALLOWED_PREFIXES):
+            raise ConfigError(
+                f"{path}._target_" if path else "_target_",
+                target,
+                "only classes under " + ", ".join(p.rstrip(".") for p in ALLOWED_PREFIXES)
+                + " may be instantiated",
+            )
+        for key in node.keys():
+            _check_targets(node._get_node(key), f"{path}.{key}" if path else str(key))
+    elif isinstance(node, ListConfig):
+        for i, item in enumerate(node):
+            _check_targets(item, f"{path}[{i}]")
+
+
+def build(node: DictConfig, path: str, **kwargs: Any) -> Any:
+    """Instantiate `node` (found at config key `path`) after checking every `_target_`."""
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        raise ConfigError(path, OmegaConf.to_container(node) if node is not None else None,
+                          "expected a config node with a _target_")
+    _check_targets(node, path)
+    return hydra.utils.instantiate(node, **kwargs)

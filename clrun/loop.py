@@ -1,0 +1,132 @@
+"""The task loop: one fresh Lightning Trainer per training stage, plugins persisting across.
+
+Lightning knows nothing of tasks. The loop adds them: it calls `on_task_start` before `fit`,
+`on_task_end` from the Trainer's `on_train_end` (while the model is still on the training
+device) and then evaluates every task's test set, filling one row of the accuracy matrix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from clrun.module import ContinualModule
+from clrun.plugin import StrategyPlugin
+from clrun.scenarios.base import Scenario, Split, Task
+from clrun.scenarios.batches import TensorBatches
+
+STREAMS = ("sequential", "cumulative", "joint")
+
+
+def stage_count(scenario: Scenario, stream: str) -> int:
+    return 1 if stream == "joint" else scenario.n_tasks
+
+
+def training_stage(scenario: Scenario, stream: str, number: int) -> Task:
+    """Stage `number` of a stream. `sequential`: task by task; `cumulative`: stage t trains on
+    tasks 1..t; `joint`: one stage on the union of all tasks (the offline upper bound)."""
+    tasks = scenario.tasks
+    if stream == "sequential":
+        return tasks[number]
+    seen = tasks if stream == "joint" else tasks[: number + 1]
+    last = seen[-1]
+    return Task(last.index, tuple(c for t in seen for c in t.classes),
+                Split.cat([t.train for t in seen]), last.test, last.val)
+
+
+@dataclass
+class LoopSettings:
+    """Everything the loop needs from the config, already validated."""
+
+    stream: str = "sequential"
+    batch_size: int = 128
+    eval_batch_size: int = 1024
+    drop_last: bool = False
+    seed: int = 0
+    trainer_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+class _TaskBoundary(pl.Callback):
+    """Runs the plugins' `on_task_end` and the evaluation at `on_train_end`, on the device."""
+
+    def __init__(self, loop: TaskLoop) -> None:
+        self.loop = loop
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for plugin in self.loop.plugins:
+            plugin.on_task_end(self.loop, self.loop.task)
+        self.loop.matrix.append(self.loop.evaluate())
+
+
+class TaskLoop:
+    """Drives the stages; `matrix` and `initial` hold the accuracies as they are measured.
+
+    Plugins read the loop's state: `scenario`, `module`, `task` (the stage being trained),
+    `trainer` (this stage's Trainer), `device` and `matrix`.
+    """
+
+    def __init__(self, scenario: Scenario, module: ContinualModule,
+                 plugins: list[StrategyPlugin], settings: LoopSettings,
+                 loggers: list[Any] | None = None,
+                 extra_callbacks: Callable[[], list[pl.Callback]] | None = None) -> None:
+        self.scenario = scenario
+        self.module = module
+        self.plugins = plugins
+        self.settings = settings
+        self.loggers = loggers or []
+        self.extra_callbacks = extra_callbacks or (lambda: [])
+        self.matrix: list[list[float]] = []
+        self.initial: list[float] = []
+        self.trainer: pl.Trainer | None = None
+        self.task: Task | None = None
+        self.device = torch.device("cpu")
+
+    def make_trainer(self) -> pl.Trainer:
+        """A fresh Trainer: a finished one would train nothing on a second `fit`."""
+        callbacks = [*self.plugins, *self.extra_callbacks(), _TaskBoundary(self)]
+        return pl.Trainer(callbacks=callbacks, logger=self.loggers or False,
+                          enable_checkpointing=False, enable_model_summary=False,
+                          num_sanity_val_steps=0, **self.settings.trainer_kwargs)
+
+    def evaluate(self) -> list[float]:
+        """Test accuracy (%) on every task of the scenario, seen and unseen."""
+        return [
+            self.module.accuracy(t.test, self.scenario.pipeline, self.settings.eval_batch_size)
+            for t in self.scenario.tasks
+        ]
+
+    def batches(self, split: Split) -> TensorBatches:
+        """This stage's minibatches; under DDP each rank takes its share of every permutation."""
+        strategy = self.trainer.strategy
+        return TensorBatches(split, self.scenario.pipeline, self.settings.batch_size,
+                             shuffle=True, drop_last=self.settings.drop_last,
+                             seed=self.settings.seed * 1000 + self.task.index,
+                             rank=strategy.global_rank, world_size=strategy.world_size)
+
+    def _move_to(self, device: torch.device) -> None:
+        """Put the data and the model on the training device once, then measure the baseline."""
+        self.device = device
+        self.scenario = self.scenario.to(device)
+        self.module.to(device)
+        self.initial = self.evaluate()
+
+    def run(self) -> list[list[float]]:
+        """Train every stage and return the accuracy matrix (one row per stage)."""
+        for number in range(stage_count(self.scenario, self.settings.stream)):
+            self.trainer = self.make_trainer()
+            if number == 0:
+                self._move_to(self.trainer.strategy.root_device)
+            self.task = training_stage(self.scenario, self.settings.stream, number)
+            self.module.current_task = self.task.index
+            for plugin in self.plugins:
+                plugin.on_task_start(self, self.task)
+            self.module.refresh_heads()
+            split = self.task.train
+            for plugin in self.plugins:
+                split = plugin.train_data(self, self.task, split)
+            self.trainer.fit(self.module, train_dataloaders=self.batches(split))
+        return self.matrix

@@ -1,0 +1,66 @@
+"""A backbone plus output heads; the heads' outputs are concatenated into one logit vector.
+
+Keeping every head's units in one vector lets distillation and replay see all outputs, while the
+module picks a task's units when the task id is known (task-IL). Architectural plugins grow the
+model with `add_head`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+class ContinualNet(nn.Module):
+    """`backbone` maps inputs to features of size `feature_size`; `heads` map features to logits."""
+
+    def __init__(self, backbone: nn.Module, feature_size: int, head_sizes: list[int]) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.feature_size = feature_size
+        self.heads = nn.ModuleList(nn.Linear(feature_size, size) for size in head_sizes)
+
+    def add_head(self, size: int) -> nn.Linear:
+        head = nn.Linear(self.feature_size, size).to(next(self.parameters()).device)
+        self.heads.append(head)
+        return head
+
+    @property
+    def head_sizes(self) -> list[int]:
+        return [head.out_features for head in self.heads]
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.backbone(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        features = self.backbone(x)
+        if len(self.heads) == 1:
+            return self.heads[0](features)
+        return torch.cat([head(features) for head in self.heads], dim=1)
+
+
+def mlp(input_shape: tuple[int, ...], head_sizes: list[int],
+        hidden_sizes: tuple[int, ...] = (400, 400)) -> ContinualNet:
+    """Flatten, then Linear+ReLU per hidden size (van de Ven's and InterContiNet's MLP)."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = math.prod(input_shape)
+    for hidden in hidden_sizes:
+        layers += [nn.Linear(width, hidden), nn.ReLU()]
+        width = hidden
+    return ContinualNet(nn.Sequential(*layers), width, list(head_sizes))
+
+
+def convnet(input_shape: tuple[int, ...], head_sizes: list[int],
+            channels: tuple[int, ...] = (32, 64), hidden_size: int = 256) -> ContinualNet:
+    """Conv(3x3)+ReLU+MaxPool(2) per channel count, then one hidden linear layer."""
+    layers: list[nn.Module] = []
+    in_channels, height, width = input_shape
+    for out_channels in channels:
+        layers += [nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.ReLU(),
+                   nn.MaxPool2d(2, ceil_mode=True)]
+        in_channels = out_channels
+        height, width = math.ceil(height / 2), math.ceil(width / 2)
+    layers += [nn.Flatten(), nn.Linear(in_channels * height * width, hidden_size), nn.ReLU()]
+    return ContinualNet(nn.Sequential(*layers), hidden_size, list(head_sizes))

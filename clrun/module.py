@@ -1,0 +1,133 @@
+"""The LightningModule: one network trained across tasks, with the plugins' hooks wired in."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from clrun.errors import ConfigError
+from clrun.models.net import ContinualNet
+from clrun.plugin import StrategyPlugin, overrides
+from clrun.scenarios.base import InputPipeline, Split
+from clrun.scenarios.batches import Batch
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+
+
+class ContinualModule(pl.LightningModule):
+    """Sums the classification loss and the plugins' penalties in `training_step`.
+
+    In the `task` setting the network's output holds every head's units; `task_logits` picks the
+    units of each sample's task, so targets are always in the setting's label space.
+    """
+
+    def __init__(self, net: ContinualNet, optimizer_factory: OptimizerFactory,
+                 plugins: list[StrategyPlugin], setting: str, reset_optimizer: bool = True) -> None:
+        super().__init__()
+        self.net = net
+        self.optimizer_factory = optimizer_factory
+        self.setting = setting
+        self.reset_optimizer = reset_optimizer
+        self.current_task = 0
+        self._optimizer: torch.optim.Optimizer | None = None
+        self._extenders = [p for p in plugins if overrides(p, "extend_batch")]
+        self._penalizers = [p for p in plugins if overrides(p, "penalty")]
+        self._predictors = [p for p in plugins if overrides(p, "predict")]
+        losses = [p for p in plugins if overrides(p, "loss")]
+        if len(losses) > 1:
+            names = ", ".join(type(p).__name__ for p in losses)
+            raise ConfigError("strategy.plugins", names,
+                              "at most one plugin may replace the classification loss")
+        self._loss_plugin = losses[0] if losses else None
+        self.refresh_heads()
+
+    def refresh_heads(self) -> None:
+        """Recompute which output units belong to which task (after a plugin grew a head)."""
+        sizes = self.net.head_sizes
+        width = max(sizes)
+        offsets = torch.tensor([0] + sizes[:-1]).cumsum(0)
+        index = offsets.view(-1, 1) + torch.arange(width).view(1, -1)
+        valid = torch.arange(width).view(1, -1) < torch.tensor(sizes).view(-1, 1)
+        device = next(self.net.parameters()).device
+        self.unit_index = index.clamp(max=sum(sizes) - 1).to(device)
+        self.unit_valid = valid.to(device)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def task_logits(self, logits: Tensor, task: Tensor) -> Tensor:
+        """The logits a sample is classified with: its task's head in task-IL, all units else."""
+        if self.setting != "task":
+            return logits
+        if self.unit_index.device != logits.device:
+            self.unit_index = self.unit_index.to(logits.device)
+            self.unit_valid = self.unit_valid.to(logits.device)
+        selected = logits.gather(1, self.unit_index[task])
+        return selected.masked_fill(~self.unit_valid[task], float("-inf"))
+
+    def classification_loss(self, batch: Batch, logits: Tensor) -> Tensor:
+        return F.cross_entropy(self.task_logits(logits, batch.task), batch.y)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        for plugin in self._extenders:
+            batch = plugin.extend_batch(self, batch)
+        logits = self.net(batch.x)
+        loss = None
+        if self._loss_plugin is not None:
+            loss = self._loss_plugin.loss(self, batch, logits)
+        if loss is None:
+            loss = self.classification_loss(batch, logits)
+        for plugin in self._penalizers:
+            term = plugin.penalty(self, batch, logits)
+            if term is not None:
+                loss = loss + term
+        self._loss_sum += loss.detach()
+        self._loss_count += 1
+        return loss
+
+    def on_train_epoch_start(self) -> None:
+        self._loss_sum = torch.zeros((), device=self.device)
+        self._loss_count = 0
+
+    def on_train_epoch_end(self) -> None:
+        if self._loss_count:
+            self.log_dict({"train_loss": self._loss_sum / self._loss_count,
+                           "task": float(self.current_task)}, sync_dist=False)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        params = [p for p in self.parameters() if p.requires_grad]
+        if self._optimizer is None or self.reset_optimizer:
+            self._optimizer = self.optimizer_factory(params)
+            return self._optimizer
+        known = {id(p) for group in self._optimizer.param_groups for p in group["params"]}
+        new = [p for p in params if id(p) not in known]
+        if new:
+            self._optimizer.add_param_group({"params": new})
+        return self._optimizer
+
+    @torch.no_grad()
+    def scores(self, x: Tensor, task: Tensor) -> Tensor:
+        """Class scores in the setting's label space; a plugin's `predict` takes precedence."""
+        for plugin in self._predictors:
+            out = plugin.predict(self, x, task)
+            if out is not None:
+                return out
+        return self.task_logits(self.net(x), task)
+
+    @torch.no_grad()
+    def accuracy(self, split: Split, pipeline: InputPipeline, batch_size: int) -> float:
+        """Percentage of `split` classified correctly, evaluated in eval mode."""
+        was_training = self.training
+        self.eval()
+        correct = torch.zeros((), dtype=torch.long, device=split.y.device)
+        for start in range(0, len(split), batch_size):
+            end = start + batch_size
+            x = pipeline(split.x[start:end], train=False).to(self.device)
+            pred = self.scores(x, split.task[start:end].to(self.device)).argmax(dim=1)
+            correct += (pred == split.y[start:end].to(self.device)).sum().to(correct.device)
+        self.train(was_training)
+        return 100.0 * correct.item() / max(len(split), 1)

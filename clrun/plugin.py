@@ -1,0 +1,90 @@
+"""The plugin contract every continual-learning strategy implements.
+
+A plugin is a Lightning `Callback` (so it receives every Lightning hook, e.g.
+`on_before_optimizer_step` for gradient surgery or `on_train_batch_end` for path integrals) that
+persists across tasks, plus the task-level events Lightning does not have. Override only what
+the method needs; the module calls a hook only for plugins that override it, so unused hooks
+cost nothing per step.
+
+| need                         | hook                                                   |
+|------------------------------|--------------------------------------------------------|
+| refuse a setting up front    | `check(scenario)` raising `ClrunError`                 |
+| grow/snapshot at a boundary  | `on_task_start(loop, task)`                            |
+| change a task's training set | `train_data(loop, task, split) -> split`               |
+| mix in replayed samples      | `extend_batch(module, batch) -> batch`                 |
+| replace the data loss        | `loss(module, batch, logits) -> Tensor | None`         |
+| add a loss term              | `penalty(module, batch, logits) -> Tensor | None`      |
+| edit gradients               | Lightning's `on_before_optimizer_step`                 |
+| after every step             | Lightning's `on_train_batch_end`                       |
+| end of task (model on device)| `on_task_end(loop, task)`: importances, buffers, generators |
+| replace prediction           | `predict(module, x, task) -> scores | None`            |
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pytorch_lightning as pl
+from torch import Tensor
+
+from clrun.scenarios.base import SETTINGS
+
+if TYPE_CHECKING:
+    from clrun.loop import TaskLoop
+    from clrun.module import ContinualModule
+    from clrun.scenarios.base import Scenario, Split, Task
+    from clrun.scenarios.batches import Batch
+
+
+class StrategyPlugin(pl.Callback):
+    """Base class for strategies; every hook defaults to doing nothing."""
+
+    #: settings the method is defined for; others are refused before training.
+    supported_settings: tuple[str, ...] = SETTINGS
+
+    def check(self, scenario: Scenario) -> None:
+        """Raise a `ClrunError` if the method cannot run on this scenario."""
+        from clrun.errors import ConfigError
+
+        if scenario.setting not in self.supported_settings:
+            raise ConfigError("scenario.setting", scenario.setting,
+                              f"{type(self).__name__} supports only "
+                              + ", ".join(self.supported_settings))
+
+    def on_task_start(self, loop: TaskLoop, task: Task) -> None:
+        """Before `fit` on `task`: snapshot a teacher, grow the model, prepare a buffer."""
+
+    def train_data(self, loop: TaskLoop, task: Task, split: Split) -> Split:
+        """The data `task` trains on; replay-by-concatenation returns a larger split."""
+        return split
+
+    def extend_batch(self, module: ContinualModule, batch: Batch) -> Batch:
+        """Return the batch to train on this step (e.g. current samples plus replayed ones)."""
+        return batch
+
+    def loss(self, module: ContinualModule, batch: Batch, logits: Tensor) -> Tensor | None:
+        """Replace the classification loss (at most one plugin may); None keeps the default."""
+        return None
+
+    def penalty(self, module: ContinualModule, batch: Batch, logits: Tensor) -> Tensor | None:
+        """An extra loss term added to the classification loss."""
+        return None
+
+    def on_task_end(self, loop: TaskLoop, task: Task) -> None:
+        """After training on `task`, model still on the training device, before evaluation."""
+
+    def predict(self, module: ContinualModule, x: Tensor, task: Tensor) -> Tensor | None:
+        """Class scores in the setting's label space, or None to use the network's output."""
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plugin state for checkpoints: tensors and plain containers only."""
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned."""
+
+
+def overrides(plugin: StrategyPlugin, hook: str) -> bool:
+    """Whether `plugin` implements `hook` itself, so callers skip the no-op default."""
+    return getattr(type(plugin), hook) is not getattr(StrategyPlugin, hook)

@@ -1,0 +1,118 @@
+"""`run(cfg)`: build scenario, model, plugins and loggers from the config, then drive the loop.
+
+Pure with respect to Hydra: tests call it with a composed config and a directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from clrun.errors import ConfigError
+from clrun.instantiate import build
+from clrun.loop import LoopSettings, TaskLoop
+from clrun.metrics import compute_metrics
+from clrun.module import ContinualModule
+from clrun.paths import default_data_dir
+from clrun.plugin import StrategyPlugin
+from clrun.results import RunResult, write_results
+from clrun.validate import validate
+
+
+def quiet_lightning() -> None:
+    """Lightning announces its accelerators at every Trainer; with one Trainer per task that is
+    noise. Warnings about our deliberate choices (no validation loop, in-memory batches) too."""
+    for name in ("pytorch_lightning.utilities.rank_zero", "pytorch_lightning.accelerators.cuda",
+                 "lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.seed"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*`training_step` returned.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+
+
+def build_plugins(strategy: DictConfig) -> list[StrategyPlugin]:
+    """One plugin per non-null entry of `strategy.plugins`, in config order."""
+    plugins = []
+    for name, node in (strategy.get("plugins") or {}).items():
+        if node is None:
+            continue
+        plugin = build(node, f"strategy.plugins.{name}")
+        if not isinstance(plugin, StrategyPlugin):
+            raise ConfigError(f"strategy.plugins.{name}._target_", node._target_,
+                              "must name a clrun StrategyPlugin subclass")
+        plugins.append(plugin)
+    return plugins
+
+
+def build_loggers(logger_cfg: DictConfig | None, run_dir: Path) -> list[Any]:
+    return [build(node, f"logger.{name}", save_dir=str(run_dir))
+            for name, node in (logger_cfg or {}).items() if node is not None]
+
+
+def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if kwargs.get("enable_progress_bar") is None:
+        kwargs["enable_progress_bar"] = sys.stdout.isatty()
+    return kwargs
+
+
+def config_summary(cfg: DictConfig, choices: dict[str, str] | None) -> dict[str, Any]:
+    """The key choices of the resolved config, written into metrics.json."""
+    plugins = [k for k, v in (cfg.strategy.get("plugins") or {}).items() if v is not None]
+    summary = {
+        "scenario": cfg.scenario.get("name"),
+        "setting": cfg.scenario.setting,
+        "n_tasks": cfg.scenario.n_tasks,
+        "strategy": cfg.strategy.get("name"),
+        "plugins": plugins,
+        "stream": cfg.strategy.get("stream", "sequential"),
+        "model": cfg.model._target_.rsplit(".", 1)[-1],
+        "optimizer": cfg.optimizer._target_.rsplit(".", 1)[-1],
+        "lr": cfg.optimizer.lr,
+        "batch_size": cfg.train.batch_size,
+        "max_epochs": cfg.trainer.max_epochs,
+        "max_steps": cfg.trainer.get("max_steps", -1),
+        "seed": cfg.seed,
+    }
+    if choices:
+        summary["choices"] = {k: v for k, v in choices.items() if not k.startswith("hydra")}
+    return summary
+
+
+def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -> RunResult:
+    """Validate, build, train through every task, write metrics.json and return the result."""
+    validate(cfg)
+    quiet_lightning()
+    if cfg.get("torch_threads"):
+        torch.set_num_threads(int(cfg.torch_threads))
+    pl.seed_everything(cfg.seed, verbose=False)
+    data_dir = Path(cfg.data_dir).expanduser() if cfg.get("data_dir") else default_data_dir()
+    scenario = build(cfg.scenario, "scenario", seed=cfg.seed, data_dir=str(data_dir))
+    net = build(cfg.model, "model", input_shape=scenario.input_shape,
+                head_sizes=scenario.head_sizes)
+    plugins = build_plugins(cfg.strategy)
+    for plugin in plugins:
+        plugin.check(scenario)
+    module = ContinualModule(net, build(cfg.optimizer, "optimizer"), plugins, scenario.setting,
+                             reset_optimizer=cfg.train.reset_optimizer)
+    settings = LoopSettings(stream=cfg.strategy.get("stream", "sequential"),
+                            batch_size=cfg.train.batch_size,
+                            eval_batch_size=cfg.train.eval_batch_size,
+                            drop_last=cfg.train.drop_last, seed=cfg.seed,
+                            trainer_kwargs=trainer_kwargs(cfg))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    loop = TaskLoop(scenario, module, plugins, settings, build_loggers(cfg.get("logger"), run_dir))
+    loop.run()
+    result = RunResult(loop.matrix, loop.initial, compute_metrics(loop.matrix, loop.initial),
+                       run_dir, config_summary(cfg, choices))
+    if loop.trainer is None or loop.trainer.is_global_zero:
+        write_results(result)
+    return result

@@ -1,0 +1,1 @@
+"""Strategy plugins: one file per family, all built on `clrun.plugin.StrategyPlugin`."""
