@@ -7,9 +7,10 @@ be built, so a downloaded experiment file cannot run arbitrary Python.
 from typing import Any
 
 import hydra.utils
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from clrun.errors import ConfigError
+from clrun.errors import ClrunError, ConfigError
 
 ALLOWED_PREFIXES = ("clrun.", "torch.", "torchvision.", "pytorch_lightning.", "lightning.")
 
@@ -37,4 +38,13 @@ def build(node: DictConfig, path: str, **kwargs: Any) -> Any:
         raise ConfigError(path, OmegaConf.to_container(node) if node is not None else None,
                           "expected a config node with a _target_")
     _check_targets(node, path)
-    return hydra.utils.instantiate(node, **kwargs)
+    try:
+        return hydra.utils.instantiate(node, **kwargs)
+    except InstantiationException as error:
+        cause = error.__cause__
+        if isinstance(cause, ClrunError):
+            raise cause from None
+        if isinstance(cause, (TypeError, ValueError)):
+            # e.g. a misspelled parameter: "got an unexpected keyword argument 'lamda'"
+            raise ClrunError(f"{path} ({node._target_}): {cause}") from None
+        raise

@@ -1,0 +1,217 @@
+"""Quadratic-penalty regularizers: L2, EWC, online EWC, MAS and SI.
+
+All share one penalty, lambda * sum_k sum_i F_k,i (theta_i - theta*_k,i)^2, over the anchors
+theta*_k and importances F_k of finished tasks. `mode="separate"` keeps one term per task,
+`mode="online"` one running term F = decay * F_prev + F_new anchored at the last task.
+
+The separate terms are folded into one quadratic with the same gradient:
+sum_k F_k (theta - theta_k)^2 = W (theta - c)^2 + const, with W = sum_k F_k and
+c = sum_k F_k theta_k / W, so a step costs the same after 2 tasks or 20. The reported penalty
+value omits that constant; the gradients are exact.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from clrun.errors import ConfigError
+from clrun.plugin import StrategyPlugin
+from clrun.strategies.importance import (
+    FISHER_LABELS,
+    REDUCTIONS,
+    Importances,
+    check_choice,
+    fisher,
+    output_sensitivity,
+    tracked_parameters,
+)
+
+if TYPE_CHECKING:
+    from clrun.loop import TaskLoop
+    from clrun.module import ContinualModule
+    from clrun.scenarios.base import Task
+    from clrun.scenarios.batches import Batch
+
+MODES = ("separate", "online")
+
+
+class QuadraticPenalty(StrategyPlugin):
+    """Base: subclasses say how importances are measured at a task's end (`importances`)."""
+
+    def __init__(self, lambda_: float, mode: str = "separate", decay: float = 1.0) -> None:
+        super().__init__()
+        if lambda_ < 0:
+            raise ConfigError("strategy.plugins.*.lambda_", lambda_, "must be >= 0")
+        check_choice("strategy.plugins.*.mode", mode, MODES)
+        self.lambda_ = lambda_
+        self.mode = mode
+        self.decay = decay
+        self.weight: Importances = {}
+        self.center: Importances = {}
+
+    @property
+    def coefficient(self) -> float:
+        return self.lambda_
+
+    def importances(self, loop: TaskLoop, task: Task) -> Importances:
+        raise NotImplementedError
+
+    def on_task_end(self, loop: TaskLoop, task: Task) -> None:
+        self.consolidate(loop.module, self.importances(loop, task))
+
+    @torch.no_grad()
+    def consolidate(self, module: ContinualModule, new: Importances) -> None:
+        """Fold the finished task's importances and parameters into the running quadratic."""
+        for name, p in tracked_parameters(module).items():
+            if name not in new:
+                continue
+            anchor = p.detach().clone()
+            if name not in self.weight or self.mode == "online":
+                previous = self.weight.get(name)
+                self.weight[name] = new[name] if previous is None else self.decay * previous + new[name]
+                self.center[name] = anchor
+                continue
+            total = self.weight[name] + new[name]
+            mixed = (self.weight[name] * self.center[name] + new[name] * anchor) / total
+            self.center[name] = torch.where(total > 0, mixed, anchor)
+            self.weight[name] = total
+
+    def penalty(self, module: ContinualModule, batch: Batch, logits: Tensor) -> Tensor | None:
+        if not self.weight:
+            return None
+        params = module.net.named_parameters()
+        terms = [(self.weight[n] * (p - self.center[n]).pow(2)).sum()
+                 for n, p in params if n in self.weight]
+        return self.coefficient * torch.stack(terms).sum()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"weight": self.weight, "center": self.center}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.weight, self.center = dict(state_dict["weight"]), dict(state_dict["center"])
+
+
+def task_parameters(module: ContinualModule, task_index: int) -> set[str]:
+    """Parameters a task trains: all, except other tasks' heads in the task-IL setting."""
+    names = set(tracked_parameters(module))
+    if module.setting != "task":
+        return names
+    return {n for n in names if not n.startswith("heads.") or n.split(".")[1] == str(task_index)}
+
+
+class L2(QuadraticPenalty):
+    """Unit importance: pull every parameter the task trained back to its value after the task."""
+
+    def importances(self, loop: TaskLoop, task: Task) -> Importances:
+        used = task_parameters(loop.module, task.index)
+        return {n: torch.ones_like(p) for n, p in tracked_parameters(loop.module).items()
+                if n in used}
+
+
+class _MeasuredPenalty(QuadraticPenalty):
+    """A penalty whose importances are computed from the task's training data in minibatches."""
+
+    def __init__(self, lambda_: float, mode: str = "separate", decay: float = 1.0,
+                 reduction: str = "sum", batch_size: int = 128) -> None:
+        super().__init__(lambda_, mode, decay)
+        check_choice("strategy.plugins.*.reduction", reduction, REDUCTIONS)
+        self.reduction = reduction
+        self.batch_size = batch_size
+
+
+class EWC(_MeasuredPenalty):
+    """Elastic weight consolidation (Kirkpatrick et al. 2017); `mode=online` is online EWC
+    (Schwarz et al. 2018). `fisher_labels`: predicted | true | expected."""
+
+    def __init__(self, lambda_: float, mode: str = "separate", decay: float = 1.0,
+                 reduction: str = "sum", batch_size: int = 128,
+                 fisher_labels: str = "predicted") -> None:
+        super().__init__(lambda_, mode, decay, reduction, batch_size)
+        check_choice("strategy.plugins.ewc.fisher_labels", fisher_labels, FISHER_LABELS)
+        self.fisher_labels = fisher_labels
+
+    def importances(self, loop: TaskLoop, task: Task) -> Importances:
+        return fisher(loop.module, task.train, loop.scenario.pipeline, self.batch_size,
+                      self.fisher_labels, self.reduction)
+
+
+class MAS(_MeasuredPenalty):
+    """Memory aware synapses (Aljundi et al. 2018): sensitivity of the squared output."""
+
+    def importances(self, loop: TaskLoop, task: Task) -> Importances:
+        return output_sensitivity(loop.module, task.train, loop.scenario.pipeline,
+                                  self.batch_size, self.reduction)
+
+
+class SI(QuadraticPenalty):
+    """Synaptic intelligence (Zenke et al. 2017), penalty (lambda/2) * sum omega (theta - theta*)^2.
+
+    The path integral sum_steps g * delta_theta uses the gradient the optimizer applied (loss and
+    penalties). Per task, omega += c * (-path) / (delta^2 + epsilon), accumulated over tasks;
+    `clamp_max`/`clamp_min` bound it (InterContiNet clamps at 0.001 from above only).
+    """
+
+    def __init__(self, lambda_: float, epsilon: float = 1e-7, c: float = 1.0,
+                 clamp_max: float | None = 0.001, clamp_min: float | None = None) -> None:
+        super().__init__(lambda_, mode="online", decay=1.0)
+        self.epsilon = epsilon
+        self.c = c
+        self.clamp_max = clamp_max
+        self.clamp_min = clamp_min
+        self.omega: Importances = {}
+        self._path: list[Tensor] = []
+        self._start: list[Tensor] = []
+        self._step_grad: list[Tensor] = []
+        self._before_step: list[Tensor] = []
+        self._names: list[str] = []
+
+    @property
+    def coefficient(self) -> float:
+        return self.lambda_ / 2
+
+    def on_task_start(self, loop: TaskLoop, task: Task) -> None:
+        params = tracked_parameters(loop.module)
+        self._names = list(params)
+        self._start = [p.detach().clone() for p in params.values()]
+        self._path = [torch.zeros_like(p) for p in params.values()]
+
+    def _params(self, pl_module: ContinualModule) -> list[Tensor]:
+        params = dict(pl_module.net.named_parameters())
+        return [params[n] for n in self._names]
+
+    @torch.no_grad()
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:  # noqa: ANN001
+        params = self._params(pl_module)
+        self._step_grad = [p.grad.clone() if p.grad is not None else torch.zeros_like(p)
+                           for p in params]
+        self._before_step = [p.detach().clone() for p in params]
+
+    @torch.no_grad()
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        if self._step_grad:
+            delta = torch._foreach_sub(self._params(pl_module), self._before_step)
+            torch._foreach_addcmul_(self._path, self._step_grad, delta)
+            self._step_grad = []
+
+    def importances(self, loop: TaskLoop, task: Task) -> Importances:
+        params = tracked_parameters(loop.module)
+        for name, start, path in zip(self._names, self._start, self._path, strict=True):
+            delta = params[name].detach() - start
+            contribution = self.c * path / (delta.pow(2) + self.epsilon)
+            self.omega[name] = self.omega.get(name, 0) - contribution
+        return {n: o.clamp(min=self.clamp_min, max=self.clamp_max) for n, o in self.omega.items()}
+
+    def consolidate(self, module: ContinualModule, new: Importances) -> None:
+        """omega already accumulates across tasks: replace (not add to) the running weight."""
+        self.weight = {}
+        super().consolidate(module, new)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "omega": self.omega}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self.omega = dict(state_dict["omega"])
