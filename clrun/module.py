@@ -46,12 +46,18 @@ class ContinualModule(pl.LightningModule):
         self.refresh_heads()
 
     def refresh_heads(self) -> None:
-        """Recompute which output units belong to which task (after a plugin grew a head)."""
+        """Recompute which output units belong to which task (after a plugin grew a head).
+
+        A last, all-invalid row stands for tasks that have no head yet: their samples get no
+        valid unit and count as errors in evaluation.
+        """
         sizes = self.net.head_sizes
         width = max(sizes)
         offsets = torch.tensor([0] + sizes[:-1]).cumsum(0)
         index = offsets.view(-1, 1) + torch.arange(width).view(1, -1)
         valid = torch.arange(width).view(1, -1) < torch.tensor(sizes).view(-1, 1)
+        index = torch.cat([index, torch.zeros(1, width, dtype=index.dtype)])
+        valid = torch.cat([valid, torch.zeros(1, width, dtype=torch.bool)])
         device = next(self.net.parameters()).device
         self.unit_index = index.clamp(max=sum(sizes) - 1).to(device)
         self.unit_valid = valid.to(device)
@@ -66,8 +72,9 @@ class ContinualModule(pl.LightningModule):
         if self.unit_index.device != logits.device:
             self.unit_index = self.unit_index.to(logits.device)
             self.unit_valid = self.unit_valid.to(logits.device)
-        selected = logits.gather(1, self.unit_index[task])
-        return selected.masked_fill(~self.unit_valid[task], float("-inf"))
+        row = task.clamp(max=len(self.unit_index) - 1)
+        selected = logits.gather(1, self.unit_index[row])
+        return selected.masked_fill(~self.unit_valid[row], float("-inf"))
 
     def classification_loss(self, batch: Batch, logits: Tensor) -> Tensor:
         return F.cross_entropy(self.task_logits(logits, batch.task), batch.y)
@@ -127,7 +134,9 @@ class ContinualModule(pl.LightningModule):
         for start in range(0, len(split), batch_size):
             end = start + batch_size
             x = pipeline(split.x[start:end], train=False).to(self.device)
-            pred = self.scores(x, split.task[start:end].to(self.device)).argmax(dim=1)
-            correct += (pred == split.y[start:end].to(self.device)).sum().to(correct.device)
+            scores = self.scores(x, split.task[start:end].to(self.device))
+            hit = (scores.argmax(dim=1) == split.y[start:end].to(self.device))
+            hit &= scores.isfinite().any(dim=1)  # no head for this task yet: an error
+            correct += hit.sum().to(correct.device)
         self.train(was_training)
         return 100.0 * correct.item() / max(len(split), 1)

@@ -71,7 +71,7 @@ def expected_fisher(module: ContinualModule, split: Split, pipeline: InputPipeli
     def log_prob(weights: dict[str, Tensor], x: Tensor, task: Tensor, label: Tensor) -> Tensor:
         logits = functional_call(module.net, weights, (x.unsqueeze(0),))
         logits = module.task_logits(logits, task.unsqueeze(0))
-        return F.log_softmax(logits, dim=1)[0, label]
+        return F.log_softmax(logits, dim=1)[0].gather(0, label.view(1)).squeeze(0)
 
     per_sample_grad = vmap(grad(log_prob), in_dims=(None, 0, 0, 0))
     was_training = module.training

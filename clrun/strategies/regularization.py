@@ -202,6 +202,8 @@ class SI(QuadraticPenalty):
             delta = params[name].detach() - start
             contribution = self.c * path / (delta.pow(2) + self.epsilon)
             self.omega[name] = self.omega.get(name, 0) - contribution
+        if self.clamp_min is None and self.clamp_max is None:
+            return dict(self.omega)
         return {n: o.clamp(min=self.clamp_min, max=self.clamp_max) for n, o in self.omega.items()}
 
     def consolidate(self, module: ContinualModule, new: Importances) -> None:
