@@ -7,7 +7,7 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def config_dir() -> Path:
-    """The Hydra config root: `clrun/conf` inside a wheel, `conf/` beside the package in a checkout."""
+    """The Hydra config root: `clrun/conf` in a wheel, `conf/` beside the package in a checkout."""
     for candidate in (_PACKAGE_DIR / "conf", _PACKAGE_DIR.parent / "conf"):
         if (candidate / "config.yaml").is_file():
             return candidate

@@ -23,7 +23,8 @@ def validate(cfg: DictConfig) -> None:
                           "use one of: " + ", ".join(SETTINGS))
     _positive_int("scenario.n_tasks", cfg.scenario.get("n_tasks"))
     if cfg.strategy.get("stream", "sequential") not in STREAMS:
-        raise ConfigError("strategy.stream", cfg.strategy.stream, "use one of: " + ", ".join(STREAMS))
+        raise ConfigError("strategy.stream", cfg.strategy.stream,
+                          "use one of: " + ", ".join(STREAMS))
     lr = cfg.optimizer.get("lr")
     if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0:
         raise ConfigError("optimizer.lr", lr, "must be a positive number")

@@ -40,7 +40,8 @@ class EventRecorder(StrategyPlugin):
         self.events.append(("fit", pl_module.current_task, len(self.loop_matrix(trainer))))
 
     def loop_matrix(self, trainer):
-        return [cb for cb in trainer.callbacks if type(cb).__name__ == "_TaskBoundary"][0].loop.matrix
+        boundary = [cb for cb in trainer.callbacks if type(cb).__name__ == "_TaskBoundary"]
+        return boundary[0].loop.matrix
 
     def on_task_end(self, loop, task):
         self.events.append(("end", task.index, len(loop.matrix)))
@@ -188,7 +189,7 @@ def test_auxiliary_network_trained_between_tasks():
     loop = make_loop([plugin], n_tasks=2, epochs=1)
     loop.run()
     assert set(plugin.losses) == {0, 1}
-    for first, last, rows_before in plugin.losses.values():
+    for first, last, _ in plugin.losses.values():
         assert last < 0.8 * first
     assert plugin.losses[0][2] == 0 and plugin.losses[1][2] == 1  # before that task's evaluation
 

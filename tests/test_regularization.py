@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from clrun.models.net import ContinualNet, mlp
+from clrun.models.net import ContinualNet
 from clrun.module import ContinualModule
 from clrun.run import run
 from clrun.scenarios.base import InputPipeline, Split
@@ -55,7 +55,7 @@ def test_separate_terms_fold_into_one_quadratic_with_the_same_gradient():
     module = tiny_module()
     ewc = EWC(lambda_=1.5, mode="separate")
     anchors, importances = [], []
-    for k in range(3):
+    for _ in range(3):
         with torch.no_grad():
             for p in module.net.parameters():
                 p.add_(torch.randn_like(p) * 0.1)

@@ -1,4 +1,4 @@
-"""Split scenarios: disjoint classes, one task per sample, labels and heads per setting, IDX files."""
+"""Split scenarios: disjoint classes, one task per sample, labels and heads by setting, IDX."""
 
 from __future__ import annotations
 

@@ -111,6 +111,8 @@ def fisher(module: ContinualModule, split: Split, pipeline: InputPipeline, batch
 def output_sensitivity(module: ContinualModule, split: Split, pipeline: InputPipeline,
                        batch_size: int, reduction: str) -> Importances:
     """MAS: |grad of mean(output^2)| per minibatch (the task's head in task-IL)."""
-    return minibatch_gradients(module, split, pipeline, batch_size,
-                               lambda logits, _: logits.masked_fill(logits.isinf(), 0).pow(2).mean(),
-                               torch.abs, reduction)
+    def squared_output(logits: Tensor, _: Tensor) -> Tensor:
+        return logits.masked_fill(logits.isinf(), 0).pow(2).mean()
+
+    return minibatch_gradients(module, split, pipeline, batch_size, squared_output, torch.abs,
+                               reduction)

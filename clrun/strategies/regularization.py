@@ -71,7 +71,8 @@ class QuadraticPenalty(StrategyPlugin):
             anchor = p.detach().clone()
             if name not in self.weight or self.mode == "online":
                 previous = self.weight.get(name)
-                self.weight[name] = new[name] if previous is None else self.decay * previous + new[name]
+                decayed = 0 if previous is None else self.decay * previous
+                self.weight[name] = decayed + new[name]
                 self.center[name] = anchor
                 continue
             total = self.weight[name] + new[name]
