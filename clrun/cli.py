@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 from pathlib import Path
 
 import hydra
@@ -26,16 +27,26 @@ def _job(cfg: DictConfig) -> float | None:
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         result = run(cfg, run_dir, choices=dict(hydra_cfg.runtime.choices))
     except ClrunError as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"clrun: error: {error}", file=sys.stderr, flush=True)
-        if hydra_cfg.mode == RunMode.MULTIRUN:
+        if multirun:
             write_atomic(run_dir / "error.txt", f"{error}\n")
             return None
         sys.exit(2)
+    except Exception as error:
+        if not multirun:
+            raise
+        # One broken job must not lose the sweep: record it for the report and go on.
+        write_atomic(run_dir / "error.txt",
+                     f"{type(error).__name__}: {error}\n\n{traceback.format_exc()}")
+        print(f"clrun: job {run_dir} failed: {type(error).__name__}: {error}",
+              file=sys.stderr, flush=True)
+        return None
     print_summary(result)
     return result.metrics.acc
 

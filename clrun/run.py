@@ -64,6 +64,15 @@ def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
     return kwargs
 
 
+def check_optimizer(factory: Any, net: torch.nn.Module) -> None:
+    """Build the optimizer once now, so a bad argument fails before any training."""
+    try:
+        factory([p for p in net.parameters() if p.requires_grad])
+    except (TypeError, ValueError) as error:
+        raise ConfigError("optimizer", getattr(factory, "func", factory).__name__,
+                          str(error)) from None
+
+
 def config_summary(cfg: DictConfig, choices: dict[str, str] | None) -> dict[str, Any]:
     """The key choices of the resolved config, written into metrics.json."""
     plugins = [k for k, v in (cfg.strategy.get("plugins") or {}).items() if v is not None]
@@ -81,6 +90,7 @@ def config_summary(cfg: DictConfig, choices: dict[str, str] | None) -> dict[str,
         "max_epochs": cfg.trainer.max_epochs,
         "max_steps": cfg.trainer.get("max_steps", -1),
         "seed": cfg.seed,
+        "paper": cfg.get("paper"),
     }
     if choices:
         summary["choices"] = {k: v for k, v in choices.items() if not k.startswith("hydra")}
@@ -101,7 +111,9 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -
     plugins = build_plugins(cfg.strategy)
     for plugin in plugins:
         plugin.check(scenario)
-    module = ContinualModule(net, build(cfg.optimizer, "optimizer"), plugins, scenario.setting,
+    optimizer_factory = build(cfg.optimizer, "optimizer")
+    check_optimizer(optimizer_factory, net)
+    module = ContinualModule(net, optimizer_factory, plugins, scenario.setting,
                              reset_optimizer=cfg.train.reset_optimizer)
     settings = LoopSettings(stream=cfg.strategy.get("stream", "sequential"),
                             batch_size=cfg.train.batch_size,

@@ -1,0 +1,105 @@
+"""Read a multirun directory back: one record per job, grouped by the swept keys.
+
+Every job directory holds `.hydra/overrides.yaml` and either `metrics.json` or, when the job
+failed, `error.txt`; jobs with neither (still running, killed) are reported as missing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+@dataclass
+class JobRecord:
+    path: Path
+    overrides: dict[str, str]
+    metrics: dict | None = None
+    error: str | None = None
+
+    @property
+    def status(self) -> str:
+        if self.metrics is not None:
+            return "ok"
+        return "failed" if self.error is not None else "missing"
+
+
+def _overrides(job_dir: Path) -> dict[str, str]:
+    path = job_dir / ".hydra" / "overrides.yaml"
+    items = yaml.safe_load(path.read_text()) if path.is_file() else []
+    pairs = (item.lstrip("+~").split("=", 1) for item in items or [])
+    return {key: value for key, value in pairs}
+
+
+def collect(multirun_dir: Path) -> list[JobRecord]:
+    """All jobs under `multirun_dir` (any depth), in directory order."""
+    records = []
+    for hydra_dir in sorted(multirun_dir.rglob(".hydra")):
+        job_dir = hydra_dir.parent
+        record = JobRecord(job_dir, _overrides(job_dir))
+        if (job_dir / "metrics.json").is_file():
+            record.metrics = json.loads((job_dir / "metrics.json").read_text())
+        elif (job_dir / "error.txt").is_file():
+            record.error = (job_dir / "error.txt").read_text().strip()
+        records.append(record)
+    return records
+
+
+def swept_keys(records: list[JobRecord], exclude: tuple[str, ...] = ("seed",)) -> list[str]:
+    """Override keys whose value differs between jobs (the sweep's axes), minus `exclude`."""
+    keys: dict[str, set[str]] = {}
+    for record in records:
+        for key, value in record.overrides.items():
+            keys.setdefault(key, set()).add(value)
+    return [k for k, values in keys.items() if len(values) > 1 and k not in exclude]
+
+
+@dataclass
+class Cell:
+    """The jobs of one group: the values of a metric and the jobs that failed."""
+
+    values: list[float] = field(default_factory=list)
+    failed: list[JobRecord] = field(default_factory=list)
+
+    @property
+    def mean(self) -> float | None:
+        return sum(self.values) / len(self.values) if self.values else None
+
+    @property
+    def std(self) -> float | None:
+        """Sample standard deviation (n-1), 0 for a single run."""
+        if not self.values:
+            return None
+        if len(self.values) == 1:
+            return 0.0
+        m = self.mean
+        return math.sqrt(sum((v - m) ** 2 for v in self.values) / (len(self.values) - 1))
+
+
+def group(records: list[JobRecord], keys: list[str], metric: str = "acc"
+          ) -> dict[tuple[str, ...], Cell]:
+    cells: dict[tuple[str, ...], Cell] = {}
+    for record in records:
+        cell = cells.setdefault(tuple(record.overrides.get(k, "") for k in keys), Cell())
+        if record.metrics is not None and record.metrics.get(metric) is not None:
+            cell.values.append(float(record.metrics[metric]))
+        else:
+            cell.failed.append(record)
+    return cells
+
+
+def sweep_table(records: list[JobRecord], metric: str = "acc") -> str:
+    """Markdown: one row per combination of swept keys, mean ± std over seeds, failures named."""
+    keys = swept_keys(records)
+    lines = ["| " + " | ".join([*keys, metric, "runs", "failed"]) + " |",
+             "|" + "---|" * (len(keys) + 3)]
+    for values, cell in group(records, keys, metric).items():
+        score = "—" if cell.mean is None else f"{cell.mean:.2f} ± {cell.std:.2f}"
+        failures = "; ".join(f"{r.path.name}: {r.error or r.status}" for r in cell.failed)
+        lines.append("| " + " | ".join([*values, score, str(len(cell.values)), failures or ""])
+                     + " |")
+    return "\n".join(lines)

@@ -1,0 +1,145 @@
+"""Ours beside the paper's: a multirun directory turned into a paper table with differences.
+
+A cell is flagged when |ours - paper| > max(3 points, 2 x the paper's std), the tolerance the
+reproduction issues use.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from importlib import resources
+
+from clrun.aggregate import Cell, JobRecord
+from clrun.errors import ClrunError
+
+SETTINGS = ("task", "domain", "class")
+SETTING_TITLES = {"task": "task-IL", "domain": "domain-IL", "class": "class-IL"}
+
+
+@dataclass(frozen=True)
+class Target:
+    mean: float
+    std: float
+
+
+def available_papers() -> list[str]:
+    return sorted(p.name[:-4] for p in resources.files("clrun.papers").iterdir()
+                  if p.name.endswith(".csv"))
+
+
+def load_targets(paper: str) -> dict[tuple[str, str], Target]:
+    """{(row, setting): Target} from `clrun/papers/<paper>.csv`."""
+    if paper not in available_papers():
+        raise ClrunError(f"unknown paper {paper!r}; available: {', '.join(available_papers())}")
+    text = resources.files("clrun.papers").joinpath(f"{paper}.csv").read_text()
+    return {(r["row"], r["setting"]): Target(float(r["mean"]), float(r["std"]))
+            for r in csv.DictReader(io.StringIO(text))}
+
+
+def row_of(record: JobRecord) -> str | None:
+    """The table row a job belongs to: its `row` choice without the paper prefix."""
+    choice = ((record.metrics or {}).get("config", {}).get("choices", {}).get("row")
+              or record.overrides.get("row"))
+    return choice.split("_", 1)[1] if choice and "_" in choice else choice
+
+
+def setting_of(record: JobRecord) -> str | None:
+    return ((record.metrics or {}).get("config", {}).get("setting")
+            or record.overrides.get("scenario.setting"))
+
+
+def cells_by_row(records: list[JobRecord]) -> dict[tuple[str, str], Cell]:
+    cells: dict[tuple[str, str], Cell] = {}
+    for record in records:
+        cell = cells.setdefault((row_of(record) or "?", setting_of(record) or "?"), Cell())
+        if record.metrics is not None:
+            cell.values.append(float(record.metrics["acc"]))
+        else:
+            cell.failed.append(record)
+    return cells
+
+
+@dataclass
+class Comparison:
+    row: str
+    setting: str
+    ours: Cell
+    paper: Target
+
+    @property
+    def diff(self) -> float | None:
+        return None if self.ours.mean is None else self.ours.mean - self.paper.mean
+
+    @property
+    def tolerance(self) -> float:
+        return max(3.0, 2 * self.paper.std)
+
+    @property
+    def flagged(self) -> bool:
+        return self.diff is not None and abs(self.diff) > self.tolerance
+
+
+def compare(records: list[JobRecord], paper: str) -> list[Comparison]:
+    targets = load_targets(paper)
+    cells = cells_by_row(records)
+    return [Comparison(row, setting, cells.get((row, setting), Cell()), target)
+            for (row, setting), target in targets.items()]
+
+
+def _ours(c: Comparison) -> str:
+    if c.ours.mean is None:
+        statuses = {r.status for r in c.ours.failed}
+        return "failed" if "failed" in statuses else "unfinished" if statuses else "not run"
+    return f"{c.ours.mean:.2f} ± {c.ours.std:.2f} (n={len(c.ours.values)})"
+
+
+def _diff(c: Comparison, flag: str) -> str:
+    if c.diff is None:
+        return "—"
+    return f"{c.diff:+.2f}" + (f" {flag}" if c.flagged else "")
+
+
+def _rows(comparisons: list[Comparison]) -> dict[str, dict[str, Comparison]]:
+    rows: dict[str, dict[str, Comparison]] = {}
+    for c in comparisons:
+        rows.setdefault(c.row, {})[c.setting] = c
+    return rows
+
+
+def render_markdown(comparisons: list[Comparison]) -> str:
+    header = ["method"]
+    for s in SETTINGS:
+        title = SETTING_TITLES[s]
+        header += [f"{title} ours", f"{title} paper", f"{title} diff"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row, by_setting in _rows(comparisons).items():
+        cells = [row]
+        for s in SETTINGS:
+            c = by_setting[s]
+            cells += [_ours(c), f"{c.paper.mean:.2f} ± {c.paper.std:.2f}", _diff(c, "⚠")]
+        lines.append("| " + " | ".join(cells) + " |")
+    flagged = [c for c in comparisons if c.flagged]
+    lines.append("")
+    lines.append(f"⚠ = |diff| > max(3, 2 × paper std): {len(flagged)} of "
+                 f"{sum(c.ours.mean is not None for c in comparisons)} cells run.")
+    return "\n".join(lines)
+
+
+def render_latex(comparisons: list[Comparison]) -> str:
+    lines = [r"\begin{tabular}{l" + "rrr" * len(SETTINGS) + "}", r"\toprule",
+             "method & " + " & ".join(rf"\multicolumn{{3}}{{c}}{{{SETTING_TITLES[s]}}}"
+                                      for s in SETTINGS) + r" \\",
+             " & " + " & ".join(["ours & paper & diff"] * len(SETTINGS)) + r" \\", r"\midrule"]
+    for row, by_setting in _rows(comparisons).items():
+        cells = [row.replace("_", r"\_")]
+        for s in SETTINGS:
+            c = by_setting[s]
+            ours = "--" if c.ours.mean is None else f"{c.ours.mean:.2f} $\\pm$ {c.ours.std:.2f}"
+            diff = "--" if c.diff is None else f"{c.diff:+.2f}" + (r"$^\dagger$" if c.flagged
+                                                                  else "")
+            cells += [ours, f"{c.paper.mean:.2f} $\\pm$ {c.paper.std:.2f}", diff]
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Published numbers clrun reproduces, one CSV per paper table (see ../shared/papers)."""

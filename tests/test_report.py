@@ -1,0 +1,63 @@
+"""Multirun aggregation and the paper-table report, on job directories written by the test."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from clrun.aggregate import collect, group, swept_keys, sweep_table
+from clrun.paper_table import compare, load_targets, render_latex, render_markdown
+from clrun.report_cli import main
+
+
+def write_job(root: Path, num: int, overrides: list[str], acc: float | None = None,
+              error: str | None = None, row: str | None = None, setting: str = "task") -> None:
+    job = root / str(num)
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    if acc is not None:
+        config = {"setting": setting, "choices": {"row": row} if row else {},
+                  "paper": "intercontinet_table2" if row else None}
+        (job / "metrics.json").write_text(json.dumps({"acc": acc, "config": config}))
+    if error is not None:
+        (job / "error.txt").write_text(error)
+
+
+def test_sweep_table_groups_by_swept_keys_and_reports_failures(tmp_path):
+    write_job(tmp_path, 0, ["strategy=ewc", "seed=1"], acc=80.0)
+    write_job(tmp_path, 1, ["strategy=ewc", "seed=2"], acc=90.0)
+    write_job(tmp_path, 2, ["strategy=si", "seed=1"], acc=70.0)
+    write_job(tmp_path, 3, ["strategy=si", "seed=2"], error="scenario.n_tasks=3 is invalid")
+    records = collect(tmp_path)
+    assert swept_keys(records) == ["strategy"]
+    cells = group(records, ["strategy"])
+    assert cells[("ewc",)].mean == 85.0 and round(cells[("ewc",)].std, 4) == 7.0711
+    assert [r.status for r in cells[("si",)].failed] == ["failed"]
+    table = sweep_table(records)
+    assert "| ewc | 85.00 ± 7.07 | 2 |" in table
+    assert "3: scenario.n_tasks=3 is invalid" in table
+
+
+def test_paper_table_compares_and_flags(tmp_path):
+    write_job(tmp_path, 0, ["row=intercontinet_sgd", "seed=1"], acc=92.0, row="intercontinet_sgd")
+    write_job(tmp_path, 1, ["row=intercontinet_ewc", "seed=1"], acc=90.0, row="intercontinet_ewc")
+    comparisons = {(c.row, c.setting): c for c in compare(collect(tmp_path),
+                                                         "intercontinet_table2")}
+    assert len(comparisons) == 30 and len(load_targets("intercontinet_table2")) == 30
+    sgd, ewc = comparisons[("sgd", "task")], comparisons[("ewc", "task")]
+    assert round(sgd.diff, 2) == -0.22 and not sgd.flagged  # tolerance max(3, 2 x 3.06)
+    assert round(ewc.diff, 2) == -7.53 and ewc.flagged
+    markdown = render_markdown(list(comparisons.values()))
+    assert "| ewc | 90.00 ± 0.00 (n=1) | 97.53 ± 0.15 | -7.53 ⚠ |" in markdown
+    assert "not run" in markdown
+    assert r"\begin{tabular}" in render_latex(list(comparisons.values()))
+
+
+def test_report_command_detects_the_paper(tmp_path, capsys):
+    write_job(tmp_path, 0, ["row=intercontinet_sgd"], acc=92.0, row="intercontinet_sgd")
+    assert main([str(tmp_path)]) == 0
+    assert "task-IL ours" in capsys.readouterr().out
+    assert main([str(tmp_path / "nope")]) == 2
+    assert "is not a directory" in capsys.readouterr().err
