@@ -61,7 +61,13 @@ def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     if kwargs.get("enable_progress_bar") is None:
         kwargs["enable_progress_bar"] = sys.stdout.isatty()
+    if cfg.scenario.get("online"):
+        kwargs.update(max_epochs=1, max_steps=-1)  # a single pass over each task
     return kwargs
+
+
+def batch_size(cfg: DictConfig) -> int:
+    return cfg.scenario.online_batch_size if cfg.scenario.get("online") else cfg.train.batch_size
 
 
 def check_optimizer(factory: Any, net: torch.nn.Module) -> None:
@@ -86,7 +92,8 @@ def config_summary(cfg: DictConfig, choices: dict[str, str] | None) -> dict[str,
         "model": cfg.model._target_.rsplit(".", 1)[-1],
         "optimizer": cfg.optimizer._target_.rsplit(".", 1)[-1],
         "lr": cfg.optimizer.lr,
-        "batch_size": cfg.train.batch_size,
+        "batch_size": batch_size(cfg),
+        "online": bool(cfg.scenario.get("online", False)),
         "max_epochs": cfg.trainer.max_epochs,
         "max_steps": cfg.trainer.get("max_steps", -1),
         "seed": cfg.seed,
@@ -116,7 +123,7 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -
     module = ContinualModule(net, optimizer_factory, plugins, scenario.setting,
                              reset_optimizer=cfg.train.reset_optimizer)
     settings = LoopSettings(stream=cfg.strategy.get("stream", "sequential"),
-                            batch_size=cfg.train.batch_size,
+                            batch_size=batch_size(cfg),
                             eval_batch_size=cfg.train.eval_batch_size,
                             drop_last=cfg.train.drop_last, seed=cfg.seed,
                             trainer_kwargs=trainer_kwargs(cfg))

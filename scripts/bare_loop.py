@@ -17,9 +17,9 @@ from torch import nn
 
 def load(scenario: str, batch_size: int):
     if scenario == "split_fmnist":
-        from clrun.scenarios.benchmarks import split_fmnist
+        from clrun.scenarios.benchmarks import split
 
-        return split_fmnist(data_dir="/nonexistent", seed=0, setting="class")
+        return split("Fashion-MNIST", "split_fmnist", data_dir="/nonexistent", seed=0)
     from clrun.scenarios.digits import split_digits
 
     return split_digits(seed=0, setting="class")

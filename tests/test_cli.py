@@ -82,10 +82,15 @@ def test_misspelled_plugin_parameter_is_one_line(tmp_path):
     assert "Traceback" not in out.stderr
 
 
-def test_missing_data_is_one_line_exit_2(tmp_path):
-    out = run_cli("scenario=split_mnist", f"data_dir={tmp_path / 'empty'}", cwd=tmp_path)
+@pytest.mark.parametrize("scenario,start", [
+    ("split_mnist", "clrun: error: MNIST not found (looked in"),
+    ("split_cifar10", "clrun: error: CIFAR-10 not found in"),
+])
+def test_missing_data_is_one_line_exit_2(tmp_path, scenario, start):
+    (tmp_path / "empty").mkdir()
+    out = run_cli(f"scenario={scenario}", f"data_dir={tmp_path / 'empty'}", cwd=tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert out.stderr.startswith("clrun: error: MNIST not found (looked in")
+    assert out.stderr.startswith(start) and len(out.stderr.strip().splitlines()) == 1
 
 
 def test_help_and_cfg_job(tmp_path):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from clrun.aggregate import collect, group, swept_keys, sweep_table
+from clrun.aggregate import collect, group, sweep_table, swept_keys
 from clrun.paper_table import compare, load_targets, render_latex, render_markdown
 from clrun.report_cli import main
 

@@ -12,7 +12,7 @@ import torch
 
 from clrun.errors import ConfigError, DataError
 from clrun.scenarios.base import InputPipeline, random_crop
-from clrun.scenarios.benchmarks import split_fmnist, split_mnist
+from clrun.scenarios.benchmarks import split
 from clrun.scenarios.digits import split_digits
 from clrun.scenarios.idx import read_idx
 from clrun.scenarios.split import split_scenario
@@ -108,7 +108,7 @@ def write_mnist_like(root: Path, gz: bool, n_train=40, n_test=20) -> None:
 @pytest.mark.parametrize("gz", [True, False])
 def test_mnist_loads_from_torchvision_layout(tmp_path, gz):
     write_mnist_like(tmp_path / "MNIST" / "raw", gz)
-    s = split_mnist(data_dir=str(tmp_path), seed=0, setting="task")
+    s = split("MNIST", "split_mnist", data_dir=str(tmp_path), seed=0, setting="task")
     assert s.input_shape == (1, 28, 28)
     assert sum(len(t.train) for t in s.tasks) == 40
     assert s.tasks[0].train.x.dtype == torch.uint8  # stored compact, converted per batch
@@ -116,7 +116,7 @@ def test_mnist_loads_from_torchvision_layout(tmp_path, gz):
 
 def test_fmnist_loads_from_a_flat_folder(tmp_path):
     write_mnist_like(tmp_path, gz=True)
-    assert split_fmnist(data_dir=str(tmp_path), seed=0).n_tasks == 5
+    assert split("Fashion-MNIST", "split_fmnist", data_dir=str(tmp_path), seed=0).n_tasks == 5
 
 
 def test_truncated_idx_file_names_the_file(tmp_path):
@@ -124,7 +124,7 @@ def test_truncated_idx_file_names_the_file(tmp_path):
     images = tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte"
     images.write_bytes(images.read_bytes()[:1000])
     with pytest.raises(DataError, match="train-images-idx3-ubyte is truncated"):
-        split_mnist(data_dir=str(tmp_path), seed=0)
+        split("MNIST", "split_mnist", data_dir=str(tmp_path), seed=0)
     images.write_bytes(b"garbage!")
     with pytest.raises(DataError, match="not an IDX file"):
         read_idx(images)
@@ -132,6 +132,127 @@ def test_truncated_idx_file_names_the_file(tmp_path):
 
 def test_missing_data_says_where_it_looked_and_what_to_do(tmp_path):
     with pytest.raises(DataError) as info:
-        split_mnist(data_dir=str(tmp_path), seed=0)
+        split("MNIST", "split_mnist", data_dir=str(tmp_path), seed=0)
     message = str(info.value)
     assert str(tmp_path / "MNIST" / "raw") in message and "scenario.download=true" in message
+
+
+def write_cifar(root: Path, n_classes: int, n_train=50, n_test=20) -> None:
+    import pickle
+
+    rng = np.random.default_rng(0)
+    if n_classes == 10:
+        folder, train_names, key = root / "cifar-10-batches-py", [
+            f"data_batch_{i}" for i in range(1, 6)], b"labels"
+        test_names = ["test_batch"]
+    else:
+        folder, train_names, key, test_names = root / "cifar-100-python", ["train"], \
+            b"fine_labels", ["test"]
+    folder.mkdir(parents=True)
+    for names, n in ((train_names, n_train), (test_names, n_test)):
+        for name in names:
+            batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                     key: [i % n_classes for i in range(n)]}
+            (folder / name).write_bytes(pickle.dumps(batch))
+
+
+def test_cifar10_and_100_load_from_pickle_batches(tmp_path):
+    write_cifar(tmp_path, 10)
+    s = split("CIFAR-10", "split_cifar10", data_dir=str(tmp_path), seed=0, setting="task",
+              normalize=True, crop_padding=4, horizontal_flip=True)
+    assert s.input_shape == (3, 32, 32) and sum(len(t.train) for t in s.tasks) == 250
+    batch = s.pipeline(s.tasks[0].train.x[:4], train=True)
+    assert batch.dtype == torch.float32 and batch.shape == (4, 3, 32, 32)
+    write_cifar(tmp_path, 100, n_train=200)
+    s = split("CIFAR-100", "split_cifar100", data_dir=str(tmp_path), seed=0, n_tasks=20)
+    assert s.n_tasks == 20 and [len(t.classes) for t in s.tasks] == [5] * 20
+
+
+def test_corrupt_and_missing_cifar(tmp_path):
+    with pytest.raises(DataError, match="CIFAR-10 not found in"):
+        split("CIFAR-10", "split_cifar10", data_dir=str(tmp_path), seed=0)
+    write_cifar(tmp_path, 10)
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_3"
+    batch.write_bytes(batch.read_bytes()[:500])
+    with pytest.raises(DataError, match="data_batch_3 is truncated or corrupt"):
+        split("CIFAR-10", "split_cifar10", data_dir=str(tmp_path), seed=0)
+
+
+def test_permuted_mnist_permutations_fixed_per_seed(tmp_path):
+    from clrun.scenarios.benchmarks import permuted
+    from clrun.scenarios.transformed import pixel_permutations
+
+    write_mnist_like(tmp_path / "MNIST" / "raw", gz=True)
+    a = pixel_permutations(3, 784, seed=1, first_identity=True)
+    b = pixel_permutations(3, 784, seed=1, first_identity=True)
+    assert all(torch.equal(p, q) for p, q in zip(a, b, strict=True))
+    assert torch.equal(a[0], torch.arange(784)) and not torch.equal(a[1], torch.arange(784))
+    s = permuted("MNIST", "permuted_mnist", data_dir=str(tmp_path), seed=1, n_tasks=3,
+                 setting="class")
+    assert s.head_sizes == [30] and set(s.tasks[2].train.y.tolist()) == set(range(20, 30))
+    x0, x1 = s.tasks[0].train.x, s.tasks[1].train.x
+    assert torch.equal(x0.flatten(1)[:, a[1]].view_as(x0), x1)
+
+
+def test_rotated_mnist_angles(tmp_path):
+    from clrun.scenarios.benchmarks import rotated
+
+    write_mnist_like(tmp_path / "MNIST" / "raw", gz=True)
+    s = rotated("MNIST", "rotated_mnist", data_dir=str(tmp_path), seed=0, angles=[0, 90],
+                n_tasks=2, setting="task")
+    assert s.head_sizes == [10, 10]
+    assert torch.equal(s.tasks[1].train.x, s.tasks[0].train.x.rot90(1, dims=(2, 3)))
+    with pytest.raises(ConfigError, match="number of scenario.angles"):
+        rotated("MNIST", "rotated_mnist", data_dir=str(tmp_path), seed=0, angles=[0], n_tasks=2)
+
+
+def test_dirichlet_columns_and_disjoint_samples():
+    from clrun.scenarios.dirichlet import dirichlet_scenario, dirichlet_shares
+
+    shares = dirichlet_shares(10, 5, alpha=100.0, seed=0)  # large alpha: no class over 100%
+    assert torch.allclose(shares.sum(0), torch.full((5,), 10 / 7, dtype=shares.dtype))
+    skewed = dirichlet_shares(10, 5, alpha=0.1, seed=0)
+    assert (skewed.sum(1) <= 1 + 1e-9).all()
+    x = torch.arange(1000).view(1000, 1)
+    y = torch.arange(1000) % 10
+    s = dirichlet_scenario("d", (x, y), (x[:200], y[:200]), "class", 5, 1.0, 0, InputPipeline())
+    used = torch.cat([t.train.x.flatten() for t in s.tasks])
+    assert len(used) == len(used.unique())  # no sample is given to two tasks
+    assert s.head_sizes == [10]
+
+
+def test_online_mode_single_pass_small_batches(tmp_path):
+    from clrun.run import run
+    from tests.conftest import compose_cfg
+
+    cfg = compose_cfg("scenario.online=true", "scenario.online_batch_size=10", "logger=none",
+                      "trainer.max_epochs=7")
+    result = run(cfg, tmp_path)
+    assert result.config["online"] and result.config["batch_size"] == 10
+    assert len(result.matrix) == 5
+
+
+@pytest.mark.parametrize("scenario,extra", [
+    ("split_mnist", []),
+    ("split_fmnist", []),
+    ("split_cifar10", ["model=convnet"]),
+    ("split_cifar100", ["model=convnet", "scenario.n_tasks=20"]),
+    ("permuted_mnist", ["scenario.n_tasks=2"]),
+    ("rotated_mnist", ["scenario.n_tasks=2", "scenario.angles=[0,90]"]),
+    ("dirichlet_mnist", ["scenario.alpha=0.5"]),
+    ("dirichlet_fmnist", []),
+])
+def test_every_scenario_config_runs_on_files_in_the_real_format(tmp_path, scenario, extra):
+    from clrun.run import run
+    from tests.conftest import compose_cfg
+
+    write_mnist_like(tmp_path / "MNIST" / "raw", gz=True, n_train=200, n_test=100)
+    write_mnist_like(tmp_path / "FashionMNIST" / "raw", gz=False, n_train=200, n_test=100)
+    write_cifar(tmp_path, 10)
+    write_cifar(tmp_path, 100, n_train=400, n_test=200)
+    cfg = compose_cfg(f"scenario={scenario}", f"data_dir={tmp_path}", "trainer.max_epochs=1",
+                      "logger=none", "model.hidden_sizes=[16]" if not extra[:1] == [
+                          "model=convnet"] else "model.channels=[4]", *extra)
+    result = run(cfg, tmp_path / "run")
+    assert result.config["scenario"] == scenario
+    assert len(result.matrix) == cfg.scenario.n_tasks

@@ -67,7 +67,8 @@ def head_sizes(setting: str, task_classes: list[list[int]]) -> list[int]:
 
 def _targets(y: Tensor, classes: list[int], order: list[int], setting: str) -> Tensor:
     """Label in the setting's space: index within the task, or position in the class order."""
-    table = torch.full((int(y.max()) + 1 if y.numel() else 1,), -1, dtype=torch.long)
+    size = max([*classes, int(y.max()) if y.numel() else 0]) + 1
+    table = torch.full((size,), -1, dtype=torch.long)
     for local, c in enumerate(classes):
         table[c] = local if setting in ("task", "domain") else order.index(c)
     return table[y]
