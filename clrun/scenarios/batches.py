@@ -12,11 +12,16 @@ from clrun.scenarios.base import InputPipeline, Split
 
 
 class Batch(NamedTuple):
-    """What `training_step` receives; replay plugins return a longer one from `extend_batch`."""
+    """What `training_step` receives; replay plugins return a longer one from `extend_batch`.
+
+    `raw` holds the samples in stored form (un-augmented, e.g. uint8) so a replay buffer can
+    keep them compactly and augment them afresh when they are replayed.
+    """
 
     x: Tensor
     y: Tensor
     task: Tensor
+    raw: Tensor | None = None
 
 
 class TensorBatches:
@@ -59,5 +64,6 @@ class TensorBatches:
         order = order.to(self.split.y.device)
         for i in range(self.rank, self._n_batches_total(), self.world_size):
             index = order[i * self.batch_size : (i + 1) * self.batch_size]
-            yield Batch(self.pipeline(self.split.x[index], train=True), self.split.y[index],
-                        self.split.task[index])
+            raw = self.split.x[index]
+            yield Batch(self.pipeline(raw, train=True), self.split.y[index],
+                        self.split.task[index], raw)
