@@ -93,7 +93,7 @@ def test_gdumb_trains_only_on_its_memory_from_scratch():
     sizes = []
     loop = make_loop([gdumb], n_tasks=5, epochs=1)
     original = gdumb.train_data
-    gdumb.train_data = lambda l, t, s: sizes.append(len(original(l, t, s))) or original(l, t, s)
+    gdumb.train_data = lambda lp, t, s: sizes.append(len(original(lp, t, s))) or original(lp, t, s)
     loop.run()
     assert sizes == [40] * 5
     counts = torch.bincount(gdumb.buffer.get("y"))

@@ -108,12 +108,6 @@ class Buffer:
             self._write(largest[self._rand(len(largest), 1)], one)
         self.seen += len(y)
 
-    def keep(self, index: Tensor) -> None:
-        """Keep only the samples at `index` (in that order), e.g. after herding."""
-        for name, value in self.data.items():
-            value[: len(index)] = value[index.to(value.device)].clone()
-        self.size = len(index)
-
     def replace_all(self, **samples: Tensor) -> None:
         n = len(next(iter(samples.values())))
         if n > self.capacity:
