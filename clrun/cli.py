@@ -29,7 +29,8 @@ def _job(cfg: DictConfig) -> float | None:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        result = run(cfg, run_dir, choices=dict(hydra_cfg.runtime.choices))
+        result = run(cfg, run_dir, choices=dict(hydra_cfg.runtime.choices),
+                     group=str(hydra_cfg.sweep.dir) if multirun else None)
     except ClrunError as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

@@ -14,6 +14,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from clrun.loggers import log_task_row
 from clrun.module import ContinualModule
 from clrun.plugin import StrategyPlugin
 from clrun.scenarios.base import Scenario, Split, Task
@@ -59,7 +60,9 @@ class _TaskBoundary(pl.Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         for plugin in self.loop.plugins:
             plugin.on_task_end(self.loop, self.loop.task)
-        self.loop.matrix.append(self.loop.evaluate())
+        row = self.loop.evaluate()
+        self.loop.matrix.append(row)
+        log_task_row(self.loop.loggers, len(self.loop.matrix) - 1, row)
 
 
 class TaskLoop:

@@ -17,10 +17,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from clrun.errors import ConfigError
 from clrun.instantiate import build
+from clrun.loggers import build_loggers, finish, log_final
 from clrun.loop import LoopSettings, TaskLoop
 from clrun.metrics import compute_metrics
 from clrun.module import ContinualModule
 from clrun.paths import default_data_dir
+from clrun.plots import save_accuracy_curves, save_matrix_heatmap
 from clrun.plugin import StrategyPlugin
 from clrun.results import RunResult, write_results
 from clrun.validate import validate
@@ -50,11 +52,6 @@ def build_plugins(strategy: DictConfig) -> list[StrategyPlugin]:
                               "must name a clrun StrategyPlugin subclass")
         plugins.append(plugin)
     return plugins
-
-
-def build_loggers(logger_cfg: DictConfig | None, run_dir: Path) -> list[Any]:
-    return [build(node, f"logger.{name}", save_dir=str(run_dir))
-            for name, node in (logger_cfg or {}).items() if node is not None]
 
 
 def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
@@ -104,8 +101,12 @@ def config_summary(cfg: DictConfig, choices: dict[str, str] | None) -> dict[str,
     return summary
 
 
-def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -> RunResult:
-    """Validate, build, train through every task, write metrics.json and return the result."""
+def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None,
+        group: str | None = None) -> RunResult:
+    """Validate, build, train through every task, write metrics.json and return the result.
+
+    `group` names the sweep a job belongs to (W&B's group).
+    """
     validate(cfg)
     quiet_lightning()
     if cfg.get("torch_threads"):
@@ -128,10 +129,20 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None) -
                             drop_last=cfg.train.drop_last, seed=cfg.seed,
                             trainer_kwargs=trainer_kwargs(cfg))
     run_dir.mkdir(parents=True, exist_ok=True)
-    loop = TaskLoop(scenario, module, plugins, settings, build_loggers(cfg.get("logger"), run_dir))
-    loop.run()
-    result = RunResult(loop.matrix, loop.initial, compute_metrics(loop.matrix, loop.initial),
-                       run_dir, config_summary(cfg, choices))
-    if loop.trainer is None or loop.trainer.is_global_zero:
-        write_results(result)
+    loggers = build_loggers(cfg.get("logger"), run_dir,
+                            OmegaConf.to_container(cfg, resolve=True), group)
+    failed = True
+    try:
+        loop = TaskLoop(scenario, module, plugins, settings, loggers)
+        loop.run()
+        result = RunResult(loop.matrix, loop.initial, compute_metrics(loop.matrix, loop.initial),
+                           run_dir, config_summary(cfg, choices))
+        if loop.trainer is None or loop.trainer.is_global_zero:
+            write_results(result)
+            images = [save_matrix_heatmap(result.matrix, run_dir / "accuracy_matrix.png"),
+                      save_accuracy_curves(result.matrix, run_dir / "accuracy_curves.png")]
+            log_final(loggers, result.matrix, result.metrics.to_dict(), images)
+        failed = False
+    finally:
+        finish(loggers, failed)
     return result

@@ -131,9 +131,6 @@ class Buffer:
     def as_split(self) -> Split:
         return Split(self.get("x"), self.get("y"), self.get("task"))
 
-    def to(self, device: torch.device) -> None:
-        self.data = {k: v.to(device) for k, v in self.data.items()}
-
     def state_dict(self) -> dict[str, Any]:
         return {"capacity": self.capacity, "size": self.size, "seen": self.seen,
                 "data": self.data, "generator": self.generator.get_state()}
