@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 
+from clrun.checkpoint import restore, save_checkpoint
 from clrun.loggers import log_task_row
 from clrun.module import ContinualModule
 from clrun.plugin import StrategyPlugin
@@ -63,6 +65,8 @@ class _TaskBoundary(pl.Callback):
         row = self.loop.evaluate()
         self.loop.matrix.append(row)
         log_task_row(self.loop.loggers, len(self.loop.matrix) - 1, row)
+        if self.loop.checkpoint_path is not None and trainer.is_global_zero:
+            save_checkpoint(self.loop, self.loop.checkpoint_path)
 
 
 class TaskLoop:
@@ -75,7 +79,8 @@ class TaskLoop:
     def __init__(self, scenario: Scenario, module: ContinualModule,
                  plugins: list[StrategyPlugin], settings: LoopSettings,
                  loggers: list[Any] | None = None,
-                 extra_callbacks: Callable[[], list[pl.Callback]] | None = None) -> None:
+                 extra_callbacks: Callable[[], list[pl.Callback]] | None = None,
+                 checkpoint_path: Path | None = None) -> None:
         self.scenario = scenario
         self.module = module
         self.plugins = plugins
@@ -87,6 +92,7 @@ class TaskLoop:
         self.trainer: pl.Trainer | None = None
         self.task: Task | None = None
         self.device = torch.device("cpu")
+        self.checkpoint_path = checkpoint_path
 
     def make_trainer(self) -> pl.Trainer:
         """A fresh Trainer: a finished one would train nothing on a second `fit`."""
@@ -111,17 +117,21 @@ class TaskLoop:
                              rank=strategy.global_rank, world_size=strategy.world_size)
 
     def _move_to(self, device: torch.device) -> None:
-        """Put the data and the model on the training device once, then measure the baseline."""
+        """Put the data and the model on the training device once, then measure the baseline
+        (unless a resumed checkpoint brought it)."""
         self.device = device
         self.scenario = self.scenario.to(device)
         self.module.to(device)
-        self.initial = self.evaluate()
+        if not self.initial:
+            self.initial = self.evaluate()
 
-    def run(self) -> list[list[float]]:
-        """Train every stage and return the accuracy matrix (one row per stage)."""
-        for number in range(stage_count(self.scenario, self.settings.stream)):
+    def run(self, resume_state: dict[str, Any] | None = None) -> list[list[float]]:
+        """Train every stage (after those a resumed checkpoint finished) and return the
+        accuracy matrix, one row per stage."""
+        start = restore(self, resume_state) if resume_state is not None else 0
+        for number in range(start, stage_count(self.scenario, self.settings.stream)):
             self.trainer = self.make_trainer()
-            if number == 0:
+            if number == start:
                 self._move_to(self.trainer.strategy.root_device)
             self.task = training_stage(self.scenario, self.settings.stream, number)
             self.module.current_task = self.task.index

@@ -34,6 +34,7 @@ class ContinualModule(pl.LightningModule):
         self.reset_optimizer = reset_optimizer
         self.current_task = 0
         self._optimizer: torch.optim.Optimizer | None = None
+        self.pending_optimizer_state: dict | None = None  # set when resuming a checkpoint
         self._extenders = [p for p in plugins if overrides(p, "extend_batch")]
         self._penalizers = [p for p in plugins if overrides(p, "penalty")]
         self._predictors = [p for p in plugins if overrides(p, "predict")]
@@ -109,6 +110,9 @@ class ContinualModule(pl.LightningModule):
         params = [p for p in self.parameters() if p.requires_grad]
         if self._optimizer is None or self.reset_optimizer:
             self._optimizer = self.optimizer_factory(params)
+            if self.pending_optimizer_state is not None:
+                self._optimizer.load_state_dict(self.pending_optimizer_state)
+                self.pending_optimizer_state = None
             return self._optimizer
         known = {id(p) for group in self._optimizer.param_groups for p in group["params"]}
         new = [p for p in params if id(p) not in known]

@@ -15,6 +15,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from clrun.checkpoint import FILENAME, load_checkpoint
 from clrun.errors import ConfigError
 from clrun.instantiate import build
 from clrun.loggers import build_loggers, finish, log_final
@@ -101,6 +102,16 @@ def config_summary(cfg: DictConfig, choices: dict[str, str] | None) -> dict[str,
     return summary
 
 
+def resume_state(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
+    """The last checkpoint of `run_dir` when `resume=true` (none yet: start from task 0)."""
+    path = run_dir / "checkpoints" / FILENAME
+    if not cfg.get("resume") or not path.is_file():
+        return None
+    state = load_checkpoint(path)
+    print(f"clrun: resuming {run_dir} after task {state['stages_done'] - 1}", file=sys.stderr)
+    return state
+
+
 def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None,
         group: str | None = None) -> RunResult:
     """Validate, build, train through every task, write metrics.json and return the result.
@@ -133,8 +144,10 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None,
                             OmegaConf.to_container(cfg, resolve=True), group)
     failed = True
     try:
-        loop = TaskLoop(scenario, module, plugins, settings, loggers)
-        loop.run()
+        checkpoint = run_dir / "checkpoints" / FILENAME if cfg.get("checkpoint", True) else None
+        loop = TaskLoop(scenario, module, plugins, settings, loggers,
+                        checkpoint_path=checkpoint)
+        loop.run(resume_state(cfg, run_dir))
         result = RunResult(loop.matrix, loop.initial, compute_metrics(loop.matrix, loop.initial),
                            run_dir, config_summary(cfg, choices))
         if loop.trainer is None or loop.trainer.is_global_zero:

@@ -13,7 +13,7 @@ output units of classes seen before:
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -44,8 +44,13 @@ class LwF(StrategyPlugin):
         self.groups: list[tuple[Tensor, Tensor]] = []
         self._seen: set[int] = set()  # heads (task-IL) or units (else) seen so far
 
+    def on_task_start(self, loop: TaskLoop, task: Task) -> None:
+        """The teacher is the network as the previous task left it, frozen."""
+        if self.groups:
+            self.teacher = copy.deepcopy(loop.module.net).eval().requires_grad_(False)
+
     def on_task_end(self, loop: TaskLoop, task: Task) -> None:
-        """Freeze a copy of the network and note which output units now hold old knowledge."""
+        """Note which output units now hold old knowledge."""
         module = loop.module
         offsets = [0]
         for size in module.net.head_sizes:
@@ -61,7 +66,6 @@ class LwF(StrategyPlugin):
             seen = torch.tensor(sorted(self._seen), device=device)
             everything = torch.arange(offsets[-1], device=device)
             self.groups = [(everything if self.softmax_over == "all" else seen, seen)]
-        self.teacher = copy.deepcopy(module.net).eval().requires_grad_(False)
 
     def distillation(self, student: Tensor, teacher: Tensor) -> Tensor:
         total = student.new_zeros(())
@@ -78,3 +82,10 @@ class LwF(StrategyPlugin):
         with torch.no_grad():
             teacher_logits = self.teacher(batch.x)
         return self.alpha * self.distillation(logits, teacher_logits)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seen": sorted(self._seen), "groups": [list(pair) for pair in self.groups]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._seen = set(state_dict["seen"])
+        self.groups = [(a, b) for a, b in state_dict["groups"]]

@@ -165,6 +165,15 @@ class ICaRL(_BufferPlugin):
         self.teacher = (copy.deepcopy(loop.module.net).eval().requires_grad_(False)
                         if self.seen_classes else None)
 
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "seen_classes": self.seen_classes,
+                "class_means": self.class_means}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self.seen_classes = list(state_dict["seen_classes"])
+        self.class_means = state_dict["class_means"]
+
     def train_data(self, loop: TaskLoop, task: Task, split: Split) -> Split:
         return Split.cat([split, self.buffer.as_split()]) if len(self.buffer) else split
 
@@ -273,6 +282,14 @@ class GEM(StrategyPlugin):
         pick = torch.randperm(len(task.train), generator=self.generator)[:self.memory_per_task]
         data = task.train.subset(pick.to(task.train.y.device))
         self.memories.append(Batch(self.pipeline(data.x, train=False), data.y, data.task, data.x))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"memories": [list(m) for m in self.memories],
+                "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.memories = [Batch(*m) for m in state_dict["memories"]]
+        self.generator.set_state(state_dict["generator"])
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:  # noqa: ANN001
         if not self.memories:
