@@ -28,6 +28,12 @@ def _job(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    if multirun and str(cfg.trainer.get("strategy", "auto")).startswith("ddp") \
+            and cfg.trainer.get("devices", 1) != 1:
+        print("clrun: error: DDP re-launches the command line in child processes, which would "
+              "re-run the whole sweep; run each DDP job as its own `clrun` (or through "
+              "hydra/launcher=submitit_slurm, one process group per job)", file=sys.stderr)
+        sys.exit(2)
     try:
         result = run(cfg, run_dir, choices=dict(hydra_cfg.runtime.choices),
                      group=str(hydra_cfg.sweep.dir) if multirun else None)
@@ -48,7 +54,8 @@ def _job(cfg: DictConfig) -> float | None:
         print(f"clrun: job {run_dir} failed: {type(error).__name__}: {error}",
               file=sys.stderr, flush=True)
         return None
-    print_summary(result)
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        print_summary(result)
     return result.metrics.acc
 
 

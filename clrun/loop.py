@@ -53,6 +53,14 @@ class LoopSettings:
     trainer_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
+def check_ranks_agree(trainer: pl.Trainer, row: list[float]) -> None:
+    """Under DDP every rank evaluates; their accuracies must match, or plugin state diverged."""
+    rows = trainer.strategy.all_gather(torch.tensor(row, device=trainer.strategy.root_device))
+    if not torch.equal(rows.min(dim=0).values, rows.max(dim=0).values):
+        raise RuntimeError(f"DDP ranks disagree on the accuracy row: {rows.tolist()}; a plugin "
+                           "keeps rank-dependent state")
+
+
 class _TaskBoundary(pl.Callback):
     """Runs the plugins' `on_task_end` and the evaluation at `on_train_end`, on the device."""
 
@@ -63,6 +71,8 @@ class _TaskBoundary(pl.Callback):
         for plugin in self.loop.plugins:
             plugin.on_task_end(self.loop, self.loop.task)
         row = self.loop.evaluate()
+        if trainer.world_size > 1:
+            check_ranks_agree(trainer, row)
         self.loop.matrix.append(row)
         log_task_row(self.loop.loggers, len(self.loop.matrix) - 1, row)
         if self.loop.checkpoint_path is not None and trainer.is_global_zero:

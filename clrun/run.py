@@ -95,6 +95,7 @@ def config_summary(cfg: DictConfig, choices: dict[str, str] | None) -> dict[str,
         "max_epochs": cfg.trainer.max_epochs,
         "max_steps": cfg.trainer.get("max_steps", -1),
         "seed": cfg.seed,
+        "devices": cfg.trainer.get("devices", 1),
         "paper": cfg.get("paper"),
     }
     if choices:

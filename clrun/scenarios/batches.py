@@ -28,7 +28,8 @@ class TensorBatches:
     """Iterates a `Split` in shuffled minibatches; one random permutation per epoch.
 
     Under DDP each rank takes every `world_size`-th batch of the same permutation, so ranks
-    see disjoint data without a sampler.
+    see disjoint data without a sampler; every rank gets the same number of full batches (the
+    remainder is dropped), as collective operations need.
     """
 
     def __init__(
@@ -53,6 +54,8 @@ class TensorBatches:
 
     def _n_batches_total(self) -> int:
         n = len(self.split)
+        if self.world_size > 1:
+            return n // self.batch_size // self.world_size * self.world_size
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __len__(self) -> int:

@@ -98,7 +98,11 @@ class ExperienceReplay(_BufferPlugin):
         return current / self.task_number + (1 - 1 / self.task_number) * replay
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
-        self.buffer.add_reservoir(x=batch.raw, y=batch.y, task=batch.task)
+        samples = {"x": batch.raw, "y": batch.y, "task": batch.task}
+        if trainer.world_size > 1:  # every rank inserts every rank's batch: identical memories
+            samples = {k: trainer.strategy.all_gather(v).flatten(0, 1) for k, v in
+                       samples.items()}
+        self.buffer.add_reservoir(**samples)
 
 
 class MIR(ExperienceReplay):

@@ -1,0 +1,37 @@
+"""DDP on the CPU (two gloo processes): stateful plugins stay identical across ranks."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from clrun.loop import check_ranks_agree
+from tests.conftest import read_metrics, run_cli
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ewc", "er", "[si,lwf]"])
+def test_ddp_cpu_two_task_run_agrees_on_both_ranks(tmp_path, strategy):
+    out = run_cli("hydra.run.dir=run", "trainer=ddp_cpu", f"strategy={strategy}",
+                  "scenario.n_tasks=2", "trainer.max_epochs=2", "logger=none", cwd=tmp_path)
+    # every task's accuracy row is all-gathered and compared; a mismatch fails the run
+    assert out.returncode == 0, out.stderr[-3000:]
+    metrics = read_metrics(tmp_path / "run")
+    assert metrics["config"]["devices"] == 2 and len(metrics["accuracy_matrix"]) == 2
+    assert out.stdout.count("Accuracy matrix") == 1  # printed by rank 0 only
+
+
+def test_rank_disagreement_is_detected():
+    rows = torch.tensor([[90.0, 10.0], [90.0, 12.0]])
+    trainer = SimpleNamespace(strategy=SimpleNamespace(all_gather=lambda t: rows,
+                                                       root_device=torch.device("cpu")))
+    with pytest.raises(RuntimeError, match="ranks disagree"):
+        check_ranks_agree(trainer, [90.0, 10.0])
+
+
+def test_multirun_with_ddp_is_refused_in_one_line(tmp_path):
+    out = run_cli("-m", "trainer=ddp_cpu", "seed=1,2", cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.startswith("clrun: error: DDP re-launches the command line")
