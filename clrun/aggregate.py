@@ -38,7 +38,11 @@ def _overrides(job_dir: Path) -> dict[str, str]:
 def collect(multirun_dir: Path) -> list[JobRecord]:
     """All jobs under `multirun_dir` (any depth), in directory order."""
     records = []
-    for hydra_dir in sorted(multirun_dir.rglob(".hydra")):
+    def job_order(path: Path) -> tuple:
+        name = path.parent.name
+        return (str(path.parent.parent), int(name) if name.isdigit() else -1, name)
+
+    for hydra_dir in sorted(multirun_dir.rglob(".hydra"), key=job_order):
         job_dir = hydra_dir.parent
         record = JobRecord(job_dir, _overrides(job_dir))
         if (job_dir / "metrics.json").is_file():
@@ -69,6 +73,14 @@ class Cell:
     def mean(self) -> float | None:
         return sum(self.values) / len(self.values) if self.values else None
 
+    def describe(self) -> str:
+        """'mean ± std' over the runs; a single run has no spread to show."""
+        if self.mean is None:
+            return "—"
+        if len(self.values) == 1:
+            return f"{self.mean:.2f}"
+        return f"{self.mean:.2f} ± {self.std:.2f}"
+
     @property
     def std(self) -> float | None:
         """Sample standard deviation (n-1), 0 for a single run."""
@@ -98,7 +110,7 @@ def sweep_table(records: list[JobRecord], metric: str = "acc") -> str:
     lines = ["| " + " | ".join([*keys, metric, "runs", "failed"]) + " |",
              "|" + "---|" * (len(keys) + 3)]
     for values, cell in group(records, keys, metric).items():
-        score = "—" if cell.mean is None else f"{cell.mean:.2f} ± {cell.std:.2f}"
+        score = cell.describe()
         failures = "; ".join(f"{r.path.name}: {r.error or r.status}" for r in cell.failed)
         lines.append("| " + " | ".join([*values, score, str(len(cell.values)), failures or ""])
                      + " |")

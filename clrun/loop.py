@@ -7,7 +7,6 @@ device) and then evaluates every task's test set, filling one row of the accurac
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from clrun.checkpoint import restore, save_checkpoint
 from clrun.loggers import log_task_row
 from clrun.module import ContinualModule
 from clrun.plugin import StrategyPlugin
+from clrun.progress import TaskProgressBar
 from clrun.scenarios.base import Scenario, Split, Task
 from clrun.scenarios.batches import TensorBatches
 
@@ -88,15 +88,12 @@ class TaskLoop:
 
     def __init__(self, scenario: Scenario, module: ContinualModule,
                  plugins: list[StrategyPlugin], settings: LoopSettings,
-                 loggers: list[Any] | None = None,
-                 extra_callbacks: Callable[[], list[pl.Callback]] | None = None,
-                 checkpoint_path: Path | None = None) -> None:
+                 loggers: list[Any] | None = None, checkpoint_path: Path | None = None) -> None:
         self.scenario = scenario
         self.module = module
         self.plugins = plugins
         self.settings = settings
         self.loggers = loggers or []
-        self.extra_callbacks = extra_callbacks or (lambda: [])
         self.matrix: list[list[float]] = []
         self.initial: list[float] = []
         self.trainer: pl.Trainer | None = None
@@ -104,9 +101,16 @@ class TaskLoop:
         self.device = torch.device("cpu")
         self.checkpoint_path = checkpoint_path
 
+    @property
+    def n_stages(self) -> int:
+        return stage_count(self.scenario, self.settings.stream)
+
     def make_trainer(self) -> pl.Trainer:
-        """A fresh Trainer: a finished one would train nothing on a second `fit`."""
-        callbacks = [*self.plugins, *self.extra_callbacks(), _TaskBoundary(self)]
+        """A fresh Trainer: a finished one would train nothing on a second `fit`; ordinary
+        callbacks (the progress bar) are fresh too, while plugins persist."""
+        callbacks = [*self.plugins, _TaskBoundary(self)]
+        if self.settings.trainer_kwargs.get("enable_progress_bar"):
+            callbacks.append(TaskProgressBar(self))
         return pl.Trainer(callbacks=callbacks, logger=self.loggers or False,
                           enable_checkpointing=False, enable_model_summary=False,
                           num_sanity_val_steps=0, **self.settings.trainer_kwargs)
@@ -139,7 +143,7 @@ class TaskLoop:
         """Train every stage (after those a resumed checkpoint finished) and return the
         accuracy matrix, one row per stage."""
         start = restore(self, resume_state) if resume_state is not None else 0
-        for number in range(start, stage_count(self.scenario, self.settings.stream)):
+        for number in range(start, self.n_stages):
             self.trainer = self.make_trainer()
             if number == start:
                 self._move_to(self.trainer.strategy.root_device)

@@ -92,7 +92,7 @@ def _ours(c: Comparison) -> str:
     if c.ours.mean is None:
         statuses = {r.status for r in c.ours.failed}
         return "failed" if "failed" in statuses else "unfinished" if statuses else "not run"
-    return f"{c.ours.mean:.2f} ± {c.ours.std:.2f} (n={len(c.ours.values)})"
+    return f"{c.ours.describe()} (n={len(c.ours.values)})"
 
 
 def _diff(c: Comparison, flag: str) -> str:
@@ -136,7 +136,7 @@ def render_latex(comparisons: list[Comparison]) -> str:
         cells = [row.replace("_", r"\_")]
         for s in SETTINGS:
             c = by_setting[s]
-            ours = "--" if c.ours.mean is None else f"{c.ours.mean:.2f} $\\pm$ {c.ours.std:.2f}"
+            ours = "--" if c.ours.mean is None else c.ours.describe().replace("±", "$\\pm$")
             diff = "--" if c.diff is None else f"{c.diff:+.2f}" + (r"$^\dagger$" if c.flagged
                                                                   else "")
             cells += [ours, f"{c.paper.mean:.2f} $\\pm$ {c.paper.std:.2f}", diff]

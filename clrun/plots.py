@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-import matplotlib
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+def _figure(width: float, height: float) -> tuple[Any, Any]:
+    """A figure on the Agg canvas without pyplot (no GUI backend, cheaper to import)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
 
 
 def save_matrix_heatmap(matrix: list[list[float]], path: Path) -> Path:
     rows, cols = len(matrix), len(matrix[0])
-    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * cols, 0.8 + 0.6 * rows))
+    fig, ax = _figure(1.0 + 0.8 * cols, 0.8 + 0.6 * rows)
     image = ax.imshow(matrix, vmin=0, vmax=100, cmap="viridis", aspect="auto")
     for i in range(rows):
         for j in range(cols):
@@ -25,12 +31,11 @@ def save_matrix_heatmap(matrix: list[list[float]], path: Path) -> Path:
     fig.colorbar(image, ax=ax, label="accuracy (%)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
 def save_accuracy_curves(matrix: list[list[float]], path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _figure(6, 4)
     stages = range(len(matrix))
     for j in range(len(matrix[0])):
         ax.plot(stages, [row[j] for row in matrix], marker="o", label=f"task {j}")
@@ -41,5 +46,4 @@ def save_accuracy_curves(matrix: list[list[float]], path: Path) -> Path:
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path

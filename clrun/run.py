@@ -5,8 +5,10 @@ Pure with respect to Hydra: tests call it with a composed config and a directory
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ from clrun.module import ContinualModule
 from clrun.paths import default_data_dir
 from clrun.plots import save_accuracy_curves, save_matrix_heatmap
 from clrun.plugin import StrategyPlugin
-from clrun.results import RunResult, write_results
+from clrun.results import RunResult, write_atomic, write_results
 from clrun.validate import validate
 
 
@@ -148,11 +150,15 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None,
         checkpoint = run_dir / "checkpoints" / FILENAME if cfg.get("checkpoint", True) else None
         loop = TaskLoop(scenario, module, plugins, settings, loggers,
                         checkpoint_path=checkpoint)
+        started = time.perf_counter()
         loop.run(resume_state(cfg, run_dir))
+        loop_seconds = time.perf_counter() - started
         result = RunResult(loop.matrix, loop.initial, compute_metrics(loop.matrix, loop.initial),
                            run_dir, config_summary(cfg, choices))
         if loop.trainer is None or loop.trainer.is_global_zero:
             write_results(result)
+            write_atomic(run_dir / "timing.json",
+                         json.dumps({"train_eval_seconds": round(loop_seconds, 3)}) + "\n")
             images = [save_matrix_heatmap(result.matrix, run_dir / "accuracy_matrix.png"),
                       save_accuracy_curves(result.matrix, run_dir / "accuracy_curves.png")]
             log_final(loggers, result.matrix, result.metrics.to_dict(), images)

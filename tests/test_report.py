@@ -36,7 +36,7 @@ def test_sweep_table_groups_by_swept_keys_and_reports_failures(tmp_path):
     assert cells[("ewc",)].mean == 85.0 and round(cells[("ewc",)].std, 4) == 7.0711
     assert [r.status for r in cells[("si",)].failed] == ["failed"]
     table = sweep_table(records)
-    assert "| ewc | 85.00 ± 7.07 | 2 |" in table
+    assert "| ewc | 85.00 ± 7.07 | 2 |" in table and "| si | 70.00 | 1 |" in table
     assert "3: scenario.n_tasks=3 is invalid" in table
 
 
@@ -50,7 +50,7 @@ def test_paper_table_compares_and_flags(tmp_path):
     assert round(sgd.diff, 2) == -0.22 and not sgd.flagged  # tolerance max(3, 2 x 3.06)
     assert round(ewc.diff, 2) == -7.53 and ewc.flagged
     markdown = render_markdown(list(comparisons.values()))
-    assert "| ewc | 90.00 ± 0.00 (n=1) | 97.53 ± 0.15 | -7.53 ⚠ |" in markdown
+    assert "| ewc | 90.00 (n=1) | 97.53 ± 0.15 | -7.53 ⚠ |" in markdown
     assert "not run" in markdown
     assert r"\begin{tabular}" in render_latex(list(comparisons.values()))
 
