@@ -149,6 +149,8 @@ class TaskLoop:
                 self._move_to(self.trainer.strategy.root_device)
             self.task = training_stage(self.scenario, self.settings.stream, number)
             self.module.current_task = self.task.index
+            self.module.activate_units(torch.cat([t.train.y.unique() for t in
+                                                  self.scenario.tasks[: self.task.index + 1]]))
             for plugin in self.plugins:
                 plugin.on_task_start(self, self.task)
             self.module.refresh_heads()

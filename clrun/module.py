@@ -26,13 +26,18 @@ class ContinualModule(pl.LightningModule):
     """
 
     def __init__(self, net: ContinualNet, optimizer_factory: OptimizerFactory,
-                 plugins: list[StrategyPlugin], setting: str, reset_optimizer: bool = True) -> None:
+                 plugins: list[StrategyPlugin], setting: str, reset_optimizer: bool = True,
+                 active_units: str = "all") -> None:
         super().__init__()
         self.net = net
         self.optimizer_factory = optimizer_factory
         self.setting = setting
         self.reset_optimizer = reset_optimizer
         self.current_task = 0
+        # "seen": in training, output units of classes not seen yet are masked out (van de Ven's
+        # class-IL); "all": every unit takes part (InterContiNet).
+        self.active_units = active_units
+        self.train_unit_mask: Tensor | None = None
         self._optimizer: torch.optim.Optimizer | None = None
         self.pending_optimizer_state: dict | None = None  # set when resuming a checkpoint
         self._extenders = [p for p in plugins if overrides(p, "extend_batch")]
@@ -77,8 +82,18 @@ class ContinualModule(pl.LightningModule):
         selected = logits.gather(1, self.unit_index[row])
         return selected.masked_fill(~self.unit_valid[row], float("-inf"))
 
+    def activate_units(self, seen_labels: Tensor) -> None:
+        """Called by the loop at each task start with every label seen so far."""
+        if self.active_units == "seen" and self.setting != "task":
+            mask = torch.zeros(sum(self.net.head_sizes), dtype=torch.bool, device=self.device)
+            mask[seen_labels.to(self.device)] = True
+            self.train_unit_mask = mask
+
     def classification_loss(self, batch: Batch, logits: Tensor) -> Tensor:
-        return F.cross_entropy(self.task_logits(logits, batch.task), batch.y)
+        logits = self.task_logits(logits, batch.task)
+        if self.train_unit_mask is not None:
+            logits = logits.masked_fill(~self.train_unit_mask, float("-inf"))
+        return F.cross_entropy(logits, batch.y)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         for plugin in self._extenders:

@@ -108,17 +108,25 @@ def _rows(comparisons: list[Comparison]) -> dict[str, dict[str, Comparison]]:
     return rows
 
 
+def _settings(comparisons: list[Comparison]) -> list[str]:
+    """The settings the paper reports, in task, domain, class order."""
+    present = {c.setting for c in comparisons}
+    return [s for s in SETTINGS if s in present]
+
+
 def render_markdown(comparisons: list[Comparison]) -> str:
+    settings = _settings(comparisons)
     header = ["method"]
-    for s in SETTINGS:
+    for s in settings:
         title = SETTING_TITLES[s]
         header += [f"{title} ours", f"{title} paper", f"{title} diff"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row, by_setting in _rows(comparisons).items():
         cells = [row]
-        for s in SETTINGS:
-            c = by_setting[s]
-            cells += [_ours(c), f"{c.paper.mean:.2f} ± {c.paper.std:.2f}", _diff(c, "⚠")]
+        for s in settings:
+            c = by_setting.get(s)
+            cells += ([_ours(c), f"{c.paper.mean:.2f} ± {c.paper.std:.2f}", _diff(c, "⚠")]
+                      if c else ["", "not reported", ""])
         lines.append("| " + " | ".join(cells) + " |")
     flagged = [c for c in comparisons if c.flagged]
     lines.append("")
@@ -128,14 +136,18 @@ def render_markdown(comparisons: list[Comparison]) -> str:
 
 
 def render_latex(comparisons: list[Comparison]) -> str:
-    lines = [r"\begin{tabular}{l" + "rrr" * len(SETTINGS) + "}", r"\toprule",
+    settings = _settings(comparisons)
+    lines = [r"\begin{tabular}{l" + "rrr" * len(settings) + "}", r"\toprule",
              "method & " + " & ".join(rf"\multicolumn{{3}}{{c}}{{{SETTING_TITLES[s]}}}"
-                                      for s in SETTINGS) + r" \\",
-             " & " + " & ".join(["ours & paper & diff"] * len(SETTINGS)) + r" \\", r"\midrule"]
+                                      for s in settings) + r" \\",
+             " & " + " & ".join(["ours & paper & diff"] * len(settings)) + r" \\", r"\midrule"]
     for row, by_setting in _rows(comparisons).items():
         cells = [row.replace("_", r"\_")]
-        for s in SETTINGS:
-            c = by_setting[s]
+        for s in settings:
+            c = by_setting.get(s)
+            if c is None:
+                cells += ["", "--", ""]
+                continue
             ours = "--" if c.ours.mean is None else c.ours.describe().replace("±", "$\\pm$")
             diff = "--" if c.diff is None else f"{c.diff:+.2f}" + (r"$^\dagger$" if c.flagged
                                                                   else "")

@@ -136,7 +136,8 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None,
     optimizer_factory = build(cfg.optimizer, "optimizer")
     check_optimizer(optimizer_factory, net)
     module = ContinualModule(net, optimizer_factory, plugins, scenario.setting,
-                             reset_optimizer=cfg.train.reset_optimizer)
+                             reset_optimizer=cfg.train.reset_optimizer,
+                             active_units=cfg.train.get("active_units", "all"))
     settings = LoopSettings(stream=cfg.strategy.get("stream", "sequential"),
                             batch_size=batch_size(cfg),
                             eval_batch_size=cfg.train.eval_batch_size,

@@ -28,6 +28,8 @@ def validate(cfg: DictConfig) -> None:
     lr = cfg.optimizer.get("lr")
     if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0:
         raise ConfigError("optimizer.lr", lr, "must be a positive number")
+    if cfg.train.get("active_units", "all") not in ("all", "seen"):
+        raise ConfigError("train.active_units", cfg.train.active_units, "use one of: all, seen")
     _positive_int("train.batch_size", cfg.train.batch_size)
     _positive_int("train.eval_batch_size", cfg.train.eval_batch_size)
     epochs, steps = cfg.trainer.get("max_epochs"), cfg.trainer.get("max_steps", -1)

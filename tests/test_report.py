@@ -61,3 +61,12 @@ def test_report_command_detects_the_paper(tmp_path, capsys):
     assert "task-IL ours" in capsys.readouterr().out
     assert main([str(tmp_path / "nope")]) == 2
     assert "is not a directory" in capsys.readouterr().err
+
+
+def test_paper_with_only_some_settings_renders(tmp_path):
+    write_job(tmp_path, 0, ["row=vandeven_er"], acc=88.0, row="vandeven_er", setting="class")
+    comparisons = compare(collect(tmp_path), "vandeven_splitmnist_2022")
+    markdown = render_markdown(comparisons)
+    assert "class-IL ours" in markdown and "task-IL" not in markdown
+    assert "| er | 88.00 (n=1) | 88.79 ± 0.20 | -0.79 |" in markdown
+    assert r"\begin{tabular}{lrrr}" in render_latex(comparisons)

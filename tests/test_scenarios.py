@@ -256,3 +256,32 @@ def test_every_scenario_config_runs_on_files_in_the_real_format(tmp_path, scenar
     result = run(cfg, tmp_path / "run")
     assert result.config["scenario"] == scenario
     assert len(result.matrix) == cfg.scenario.n_tasks
+
+
+@pytest.mark.parametrize("row", ["none", "joint", "ewc", "si", "lwf", "er", "agem", "icarl"])
+def test_vandeven_experiment_wiring_on_fake_mnist(tmp_path, row):
+    from clrun.run import run
+    from tests.conftest import compose_cfg
+
+    write_mnist_like(tmp_path / "MNIST" / "raw", gz=True, n_train=200, n_test=100)
+    cfg = compose_cfg("experiment=vandeven_splitmnist", f"row=vandeven_{row}",
+                      f"data_dir={tmp_path}", "trainer.max_steps=3", "logger=none",
+                      "model.hidden_sizes=[16]")
+    assert cfg.trainer.max_epochs == -1 and cfg.scenario.class_order == "permuted"
+    if row == "ewc":
+        assert cfg.strategy.plugins.ewc.lambda_ == 1e9  # class-IL value
+    result = run(cfg, tmp_path / "run")
+    assert len(result.matrix) == (1 if row == "joint" else 5)
+
+
+def test_active_units_seen_masks_future_classes_in_training():
+    from functools import partial
+
+    from clrun.models.net import mlp
+    from clrun.module import ContinualModule
+
+    s = split_digits(setting="class")
+    module = ContinualModule(mlp(s.input_shape, s.head_sizes, (8,)),
+                             partial(torch.optim.SGD, lr=0.1), [], "class", active_units="seen")
+    module.activate_units(s.tasks[0].train.y.unique())
+    assert module.train_unit_mask.nonzero().flatten().tolist() == [0, 1]
