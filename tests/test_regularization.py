@@ -37,15 +37,14 @@ def test_penalty_is_zero_at_the_anchor_and_grows_with_distance():
     module = tiny_module()
     ewc = EWC(lambda_=2.0)
     ewc.consolidate(module, {n: torch.ones_like(p) for n, p in module.net.named_parameters()})
-    batch = None
-    assert ewc.penalty(module, batch, None).item() == pytest.approx(0.0)
+    assert ewc.penalty_value(module).item() == pytest.approx(0.0)
     values = []
     for step in (0.1, 0.2, 0.4):
         with torch.no_grad():
             moved = tiny_module()
             for p in moved.net.parameters():
                 p.add_(step)
-        values.append(ewc.penalty(moved, batch, None).item())
+        values.append(ewc.penalty_value(moved).item())
     n_params = sum(p.numel() for p in module.net.parameters())
     assert values[0] == pytest.approx(2.0 * n_params * 0.01, rel=1e-4)
     assert values[0] < values[1] < values[2]
@@ -66,7 +65,7 @@ def test_separate_terms_fold_into_one_quadratic_with_the_same_gradient():
     with torch.no_grad():
         for p in module.net.parameters():
             p.add_(0.3)
-    folded = torch.autograd.grad(ewc.penalty(module, None, None), list(module.net.parameters()))
+    folded = torch.autograd.grad(ewc.penalty_value(module), list(module.net.parameters()))
     explicit_value = sum(
         1.5 * (imp[n] * (p - anchor[n]).pow(2)).sum()
         for anchor, imp in zip(anchors, importances, strict=True)
@@ -171,11 +170,13 @@ def test_si_clamp():
 
 
 def test_lwf_teacher_is_frozen_and_distils_only_old_outputs():
+    """The teacher is the network as the last task left it (taken at the next task's start)."""
     lwf = LwF(alpha=1.0, temperature=2.0, softmax_over="old")
     loop = make_loop([lwf], n_tasks=5, epochs=1)
     task0 = loop.scenario.tasks[0]
     loop.module.to("cpu")
     lwf.on_task_end(SimpleNamespace(module=loop.module), task0)
+    lwf.on_task_start(SimpleNamespace(module=loop.module), loop.scenario.tasks[1])
     assert all(not p.requires_grad for p in lwf.teacher.parameters())
     x = loop.scenario.pipeline(task0.train.x[:8], train=False)
     logits = loop.module.net(x).detach().requires_grad_(True)
@@ -186,6 +187,7 @@ def test_lwf_teacher_is_frozen_and_distils_only_old_outputs():
     assert grad[:, 2:].abs().sum() == 0 and grad[:, :2].abs().sum() > 0
     lwf_all = LwF(alpha=1.0, temperature=2.0, softmax_over="all")
     lwf_all.on_task_end(SimpleNamespace(module=loop.module), task0)
+    lwf_all.on_task_start(SimpleNamespace(module=loop.module), loop.scenario.tasks[1])
     (grad_all,) = torch.autograd.grad(lwf_all.penalty(loop.module, Batch(x, None, None), logits),
                                       logits)
     assert grad_all[:, 2:].abs().sum() > 0  # softmax over every unit couples the new ones
@@ -214,3 +216,19 @@ def test_two_plugins_combine(tmp_path):
     cfg = compose_cfg("strategy=[ewc,lwf]", "scenario.n_tasks=2", "model.hidden_sizes=[32]", *FAST)
     assert set(cfg.strategy.plugins) == {"ewc", "lwf"}
     assert run(cfg, tmp_path).config["plugins"] == ["ewc", "lwf"]
+
+
+def test_gradient_added_before_the_step_equals_the_penalty_gradient():
+    module = tiny_module()
+    ewc = EWC(lambda_=3.0, mode="separate")
+    for _ in range(2):
+        ewc.consolidate(module, {n: torch.rand_like(p) for n, p in module.net.named_parameters()})
+        with torch.no_grad():
+            for p in module.net.parameters():
+                p.add_(torch.randn_like(p) * 0.1)
+    want = torch.autograd.grad(ewc.penalty_value(module), list(module.net.parameters()))
+    for p in module.net.parameters():
+        p.grad = torch.zeros_like(p)
+    ewc.on_before_optimizer_step(None, module, None)
+    for p, g in zip(module.net.parameters(), want, strict=True):
+        assert torch.allclose(p.grad, g, atol=1e-6)
