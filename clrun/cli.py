@@ -28,8 +28,9 @@ def _job(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    if multirun and str(cfg.trainer.get("strategy", "auto")).startswith("ddp") \
-            and cfg.trainer.get("devices", 1) != 1:
+    own_processes = "submitit" in str(hydra_cfg.launcher.get("_target_", ""))
+    if multirun and not own_processes and str(cfg.trainer.get("strategy", "auto")).startswith(
+            "ddp") and cfg.trainer.get("devices", 1) != 1:
         print("clrun: error: DDP re-launches the command line in child processes, which would "
               "re-run the whole sweep; run each DDP job as its own `clrun` (or through "
               "hydra/launcher=submitit_slurm, one process group per job)", file=sys.stderr)

@@ -24,9 +24,11 @@ def compose_cfg(*overrides: str) -> DictConfig:
         return compose("config", overrides=list(overrides))
 
 
-def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
+def run_cli(*args: str, cwd: Path, env: dict[str, str | None] | None = None,
             timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `clrun` in a subprocess; `env` values of None remove a variable."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled", **(env or {})}
+    full_env = {k: v for k, v in full_env.items() if v is not None}
     full_env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run([sys.executable, "-m", "clrun.cli", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)

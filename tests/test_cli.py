@@ -115,3 +115,27 @@ def test_split_fmnist_end_to_end_on_real_data(tmp_path):
     metrics = read_metrics(tmp_path / "run")
     assert metrics["config"]["scenario"] == "split_fmnist"
     assert metrics["acc"] > 80  # task-IL split Fashion-MNIST is easy after one epoch
+
+
+def test_optuna_preset_maximises_acc(tmp_path):
+    out = run_cli("-m", "hydra/sweeper=optuna_acc", "hydra.sweeper.n_trials=2",
+                  "hydra.sweep.dir=opt", "strategy=ewc",
+                  "strategy.plugins.ewc.lambda_=tag(log, interval(1, 100000))", *FAST,
+                  cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    results = (tmp_path / "opt" / "optimization_results.yaml").read_text()
+    assert "best_params" in results and "strategy.plugins.ewc.lambda_" in results
+
+
+def test_launcher_presets_compose():
+    from hydra import compose, initialize_config_dir
+
+    from clrun.paths import config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        slurm = compose("config", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
+        local = compose("config", overrides=["hydra/launcher=local_parallel"],
+                        return_hydra_config=True)
+    assert slurm.hydra.launcher._target_.endswith("SlurmLauncher")
+    assert slurm.hydra.launcher.gpus_per_node == 1
+    assert local.hydra.launcher._target_.endswith("JoblibLauncher")

@@ -61,8 +61,12 @@ def load_cifar(name: str, data_dir: Path, download: bool) -> dict[str, tuple[Ten
 
     def read(names: list[str]) -> tuple[Tensor, Tensor]:
         parts = [_read_batch(root / n, label_key) for n in names]
-        x = np.concatenate([p[0] for p in parts]).reshape(-1, 3, 32, 32)
-        y = np.concatenate([p[1] for p in parts])
+        if len(parts) == 1:  # CIFAR-100: no concatenation copy
+            x, y = parts[0]
+        else:
+            x = np.concatenate([p[0] for p in parts])
+            y = np.concatenate([p[1] for p in parts])
+        x = x.reshape(-1, 3, 32, 32)
         return torch.from_numpy(x), torch.from_numpy(y)
 
     return {"train": read(train_files), "test": read(test_files)}

@@ -1,0 +1,44 @@
+"""Loggers and pictures: W&B offline without a key, one W&B run per sweep job, plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.conftest import run_cli
+
+NO_KEY = {"WANDB_API_KEY": None, "WANDB_MODE": None}
+
+
+def offline_runs(run_dir: Path) -> list[Path]:
+    return sorted((run_dir / "wandb").glob("offline-run-*"))
+
+
+def test_wandb_logs_offline_without_a_key(tmp_path):
+    env = {**NO_KEY, "HOME": str(tmp_path)}  # no ~/.netrc either
+    out = run_cli("hydra.run.dir=run", "logger=[csv,wandb]", "trainer.max_epochs=1",
+                  cwd=tmp_path, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "no W&B API key found; logging offline" in out.stderr
+    runs = offline_runs(tmp_path / "run")
+    assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
+    assert (tmp_path / "run" / "logs" / "metrics.csv").read_text().count("eval/acc_task_0") == 1
+
+
+def test_sequential_multirun_logs_separate_wandb_runs(tmp_path):
+    env = {**NO_KEY, "HOME": str(tmp_path)}
+    out = run_cli("-m", "hydra.sweep.dir=sweep", "logger=wandb", "trainer.max_epochs=1",
+                  "seed=1,2", cwd=tmp_path, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    first, second = (offline_runs(tmp_path / "sweep" / job) for job in ("0", "1"))
+    assert len(first) == 1 and len(second) == 1
+    assert first[0].name.rsplit("-", 1)[1] != second[0].name.rsplit("-", 1)[1]  # run ids
+
+
+def test_plots_and_tensorboard_are_written(tmp_path):
+    out = run_cli("hydra.run.dir=run", "logger=tensorboard", "trainer.max_epochs=1",
+                  cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    for name in ("accuracy_matrix.png", "accuracy_curves.png"):
+        data = (tmp_path / "run" / name).read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 5000
+    assert list((tmp_path / "run" / "tensorboard").rglob("events.out.tfevents.*"))
