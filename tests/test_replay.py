@@ -11,7 +11,13 @@ from clrun.errors import ConfigError
 from clrun.run import run
 from clrun.scenarios.base import Split
 from clrun.strategies.buffer import Buffer, herding_order
-from clrun.strategies.replay import GDumb, ICaRL, agem_projection, solve_gem_dual
+from clrun.strategies.replay import (
+    GDumb,
+    ICaRL,
+    LatentReplay,
+    agem_projection,
+    solve_gem_dual,
+)
 from tests.conftest import FAST, compose_cfg
 from tests.test_plugin_contract import make_loop
 
@@ -134,13 +140,33 @@ def test_buffer_survives_a_checkpoint_round_trip():
     assert torch.equal(restored.sample(5)["x"], buffer.sample(5)["x"])
 
 
-@pytest.mark.parametrize("strategy", ["replay", "er", "mir", "gdumb", "gem", "agem", "icarl"])
+@pytest.mark.parametrize("strategy", ["replay", "latent_replay", "er", "mir", "gdumb", "gem",
+                                      "agem", "icarl"])
 @pytest.mark.parametrize("setting", ["task", "domain", "class"])
 def test_two_task_run_per_replay_strategy_and_setting(tmp_path, strategy, setting):
     if strategy == "icarl" and setting != "class":
         pytest.skip("iCaRL is class-IL only (refusal tested above)")
     cfg = compose_cfg(f"strategy={strategy}", f"scenario.setting={setting}",
                       "scenario.n_tasks=2", "model.hidden_sizes=[32]",
-                      f"strategy.plugins.{strategy}.seed=1", *FAST)
+                      f"strategy.plugins.{strategy}.seed=1", *FAST,
+                      *(["strategy.plugins.latent_replay.latent_layer=2"]
+                        if strategy == "latent_replay" else []))
     result = run(cfg, tmp_path)
     assert len(result.matrix) == 2 and result.config["plugins"] == [strategy]
+
+
+def test_latent_replay_freezes_the_lower_layers_and_stores_activations():
+    plugin = LatentReplay(memory_size=60, latent_layer=2)  # after Flatten and Linear
+    loop = make_loop([plugin], n_tasks=5, epochs=1)
+    snapshots = []
+    original = plugin.on_task_end
+
+    def on_task_end(lp, task):
+        original(lp, task)
+        snapshots.append(lp.module.net.backbone[1].weight.detach().clone())
+
+    plugin.on_task_end = on_task_end
+    loop.run()
+    assert torch.equal(snapshots[0], snapshots[-1])  # frozen after the first task
+    assert plugin.buffer.get("x").shape == (60, 32)  # activations of the 32-unit hidden layer
+    assert loop.matrix[-1][0] > 0  # replayed activations keep task 0 alive in class-IL

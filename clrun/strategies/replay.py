@@ -67,6 +67,61 @@ class RandomMemory(_BufferPlugin):
         self.buffer.add_random_memory(task.train, self.task_number)
 
 
+class LatentReplay(_BufferPlugin):
+    """Latent replay (Pellegrini et al. 2019): the memory holds activations of the backbone's
+    layer `latent_layer` instead of inputs; after the first task the layers below it are
+    frozen, so stored activations stay valid. Each step adds `replay_batch_size` replayed
+    activations, passed through the layers above, to the current batch's loss. The memory is
+    updated by the random-memory rule (M/i samples of the i-th task)."""
+
+    def __init__(self, memory_size: int, latent_layer: int, replay_batch_size: int | None = None,
+                 seed: int = 0) -> None:
+        super().__init__(memory_size, seed)
+        self.latent_layer = latent_layer
+        self.replay_batch_size = replay_batch_size
+
+    def _split(self, module: ContinualModule) -> tuple[torch.nn.Module, torch.nn.Module]:
+        backbone = module.net.backbone
+        if not isinstance(backbone, torch.nn.Sequential) or not \
+                0 < self.latent_layer < len(backbone):
+            from clrun.errors import ConfigError
+
+            raise ConfigError("strategy.plugins.latent_replay.latent_layer", self.latent_layer,
+                              "must index a layer inside the model's sequential backbone "
+                              f"(1..{len(backbone) - 1})")
+        return backbone[: self.latent_layer], backbone[self.latent_layer:]
+
+    def on_task_start(self, loop: TaskLoop, task: Task) -> None:
+        super().on_task_start(loop, task)
+        lower, _ = self._split(loop.module)
+        if task.index > 0:
+            lower.requires_grad_(False)
+
+    def loss(self, module: ContinualModule, batch: Batch, logits: Tensor) -> Tensor | None:
+        if not len(self.buffer):
+            return None
+        replay = self.buffer.sample(self.replay_batch_size or len(batch.y))
+        _, upper = self._split(module)
+        features = upper(replay["x"])
+        heads = torch.cat([head(features) for head in module.net.heads], dim=1)
+        current = F.cross_entropy(module.task_logits(logits, batch.task), batch.y,
+                                  reduction="sum")
+        replayed = F.cross_entropy(module.task_logits(heads, replay["task"]), replay["y"],
+                                   reduction="sum")
+        return (current + replayed) / (len(batch.y) + len(replay["y"]))
+
+    @torch.no_grad()
+    def on_task_end(self, loop: TaskLoop, task: Task) -> None:
+        lower, _ = self._split(loop.module)
+        was_training = loop.module.training
+        loop.module.eval()
+        data = task.train
+        latents = torch.cat([lower(self.pipeline(data.x[i:i + 1024], train=False))
+                             for i in range(0, len(data), 1024)])
+        loop.module.train(was_training)
+        self.buffer.add_random_memory(Split(latents, data.y, data.task), self.task_number)
+
+
 class ExperienceReplay(_BufferPlugin):
     """ER: each step adds a minibatch from a reservoir-sampled memory to the current one.
 
