@@ -118,8 +118,8 @@ class ContinualModule(pl.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         if self._loss_count:
-            self.log_dict({"train_loss": self._loss_sum / self._loss_count,
-                           "task": float(self.current_task)}, sync_dist=False)
+            self.log("train_loss", self._loss_sum / self._loss_count, prog_bar=True)
+            self.log("task", float(self.current_task))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         params = [p for p in self.parameters() if p.requires_grad]
