@@ -105,13 +105,12 @@ def config_summary(cfg: DictConfig, choices: dict[str, str] | None) -> dict[str,
     return summary
 
 
-def resume_state(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
-    """The last checkpoint of `run_dir` when `resume=true` (none yet: start from task 0)."""
-    path = run_dir / "checkpoints" / FILENAME
+def resume_state(cfg: DictConfig, path: Path) -> dict[str, Any] | None:
+    """The checkpoint at `path` when `resume=true` (none yet: start from task 0)."""
     if not cfg.get("resume") or not path.is_file():
         return None
     state = load_checkpoint(path)
-    print(f"clrun: resuming {run_dir} after task {state['stages_done'] - 1}", file=sys.stderr)
+    print(f"clrun: resuming from {path} after task {state['stages_done'] - 1}", file=sys.stderr)
     return state
 
 
@@ -148,11 +147,11 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None,
                             OmegaConf.to_container(cfg, resolve=True), group)
     failed = True
     try:
-        checkpoint = run_dir / "checkpoints" / FILENAME if cfg.get("checkpoint", True) else None
+        checkpoint = run_dir / "checkpoints" / FILENAME
         loop = TaskLoop(scenario, module, plugins, settings, loggers,
-                        checkpoint_path=checkpoint)
+                        checkpoint_path=checkpoint if cfg.get("checkpoint", True) else None)
         started = time.perf_counter()
-        loop.run(resume_state(cfg, run_dir))
+        loop.run(resume_state(cfg, checkpoint))
         loop_seconds = time.perf_counter() - started
         result = RunResult(loop.matrix, loop.initial, compute_metrics(loop.matrix, loop.initial),
                            run_dir, config_summary(cfg, choices))
