@@ -16,6 +16,7 @@ def test_own_plugin_needs_its_package_allowed(tmp_path):
     assert refused.returncode == 2 and "CLRUN_ALLOWED_TARGETS" in refused.stderr
     allowed = run_cli("hydra.run.dir=run", PLUGIN, "+strategy.plugins.shrink.strength=0.1",
                       "trainer.max_epochs=1", "logger=none", cwd=tmp_path,
-                      env={"PYTHONPATH": str(REPO), "CLRUN_ALLOWED_TARGETS": "tests.example_plugin"})
+                      env={"PYTHONPATH": str(REPO),
+                           "CLRUN_ALLOWED_TARGETS": "tests.example_plugin"})
     assert allowed.returncode == 0, allowed.stderr[-2000:]
     assert read_metrics(tmp_path / "run")["config"]["plugins"] == ["shrink"]
