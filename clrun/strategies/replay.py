@@ -241,7 +241,7 @@ class ICaRL(_BufferPlugin):
         if self.teacher is not None:
             old = torch.tensor(self.seen_classes, device=logits.device)
             with torch.no_grad():
-                targets[:, old] = torch.sigmoid(self.teacher(batch.x)[:, old])
+                targets[:, old] = torch.sigmoid(self.teacher(batch.x)[:, old]).to(targets.dtype)
         return F.binary_cross_entropy_with_logits(logits, targets)
 
     @torch.no_grad()

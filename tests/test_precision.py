@@ -1,0 +1,25 @@
+"""Every strategy under bf16 autocast (on the CPU here; scripts/gpu_check.sh repeats it on CUDA)."""
+
+from __future__ import annotations
+
+import pytest
+
+from clrun.run import run
+from tests.conftest import FAST, compose_cfg, run_cli
+
+STRATEGIES = ["naive", "l2", "ewc", "oewc", "si", "mas", "lwf", "replay", "latent_replay", "er",
+              "mir", "gdumb", "icarl", "gem", "agem"]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_bf16_mixed_two_task_run(tmp_path, strategy):
+    extra = ["strategy.plugins.latent_replay.latent_layer=2"] if strategy == "latent_replay" else []
+    cfg = compose_cfg(f"strategy={strategy}", "trainer.precision=bf16-mixed", "scenario.n_tasks=2",
+                      "model.hidden_sizes=[32]", *FAST, *extra)
+    result = run(cfg, tmp_path)
+    assert len(result.matrix) == 2 and result.metrics.acc > 0
+
+
+def test_shell_completion_script(tmp_path):
+    out = run_cli("-sc", "install=bash", cwd=tmp_path)
+    assert out.returncode == 0 and "hydra_bash_completion" in out.stdout
