@@ -143,3 +143,8 @@ def test_launcher_presets_compose():
     assert slurm.hydra.launcher._target_.endswith("SlurmLauncher")
     assert slurm.hydra.launcher.gpus_per_node == 1
     assert local.hydra.launcher._target_.endswith("JoblibLauncher")
+
+
+def test_shell_completion_script(tmp_path):
+    out = run_cli("-sc", "install=bash", cwd=tmp_path)
+    assert out.returncode == 0 and "hydra_bash_completion" in out.stdout

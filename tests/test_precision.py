@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from clrun.run import run
-from tests.conftest import FAST, compose_cfg, run_cli
+from tests.conftest import FAST, compose_cfg
 
 STRATEGIES = ["naive", "l2", "ewc", "oewc", "si", "mas", "lwf", "replay", "latent_replay", "er",
               "mir", "gdumb", "icarl", "gem", "agem"]
@@ -19,7 +19,3 @@ def test_bf16_mixed_two_task_run(tmp_path, strategy):
     result = run(cfg, tmp_path)
     assert len(result.matrix) == 2 and result.metrics.acc > 0
 
-
-def test_shell_completion_script(tmp_path):
-    out = run_cli("-sc", "install=bash", cwd=tmp_path)
-    assert out.returncode == 0 and "hydra_bash_completion" in out.stdout
