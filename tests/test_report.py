@@ -70,3 +70,15 @@ def test_paper_with_only_some_settings_renders(tmp_path):
     assert "class-IL ours" in markdown and "task-IL" not in markdown
     assert "| er | 88.00 (n=1) | 88.79 ± 0.20 | -0.79 |" in markdown
     assert r"\begin{tabular}{lrrr}" in render_latex(comparisons)
+
+
+def test_reproduce_runs_the_sweep_and_prints_the_table(tmp_path, monkeypatch, capsys):
+    from clrun.reproduce import main as reproduce
+
+    monkeypatch.chdir(tmp_path)
+    code = reproduce(["intercontinet_fmnist", "scenario=split_digits", "row=intercontinet_sgd",
+                      "scenario.setting=class", "seed=1", "trainer.max_epochs=1",
+                      "train.drop_last=false", "logger=none"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "| sgd |" in out and "19.91 ± 0.01" in out  # ours beside the paper's class-IL cell
