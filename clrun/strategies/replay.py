@@ -104,11 +104,10 @@ class LatentReplay(_BufferPlugin):
         _, upper = self._split(module)
         features = upper(replay["x"])
         heads = torch.cat([head(features) for head in module.net.heads], dim=1)
-        current = F.cross_entropy(module.task_logits(logits, batch.task), batch.y,
-                                  reduction="sum")
-        replayed = F.cross_entropy(module.task_logits(heads, replay["task"]), replay["y"],
-                                   reduction="sum")
-        return (current + replayed) / (len(batch.y) + len(replay["y"]))
+        n_current, n_replayed = len(batch.y), len(replay["y"])
+        current = module.classification_loss(batch, logits)
+        replayed = module.classification_loss(Batch(None, replay["y"], replay["task"]), heads)
+        return (n_current * current + n_replayed * replayed) / (n_current + n_replayed)
 
     @torch.no_grad()
     def on_task_end(self, loop: TaskLoop, task: Task) -> None:
@@ -146,10 +145,9 @@ class ExperienceReplay(_BufferPlugin):
     def loss(self, module: ContinualModule, batch: Batch, logits: Tensor) -> Tensor | None:
         if self.weighting == "concat" or len(batch.y) == self._n_current:
             return None
-        scores = module.task_logits(logits, batch.task)
         n = self._n_current
-        current = F.cross_entropy(scores[:n], batch.y[:n])
-        replay = F.cross_entropy(scores[n:], batch.y[n:])
+        current = module.classification_loss(Batch(None, batch.y[:n], batch.task[:n]), logits[:n])
+        replay = module.classification_loss(Batch(None, batch.y[n:], batch.task[n:]), logits[n:])
         return current / self.task_number + (1 - 1 / self.task_number) * replay
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
