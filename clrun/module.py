@@ -71,16 +71,26 @@ class ContinualModule(pl.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
+    def _head_rows(self, task: Tensor) -> Tensor:
+        """Each sample's row of the unit tables (the tables follow the data's device)."""
+        if self.unit_index.device != task.device:
+            self.unit_index = self.unit_index.to(task.device)
+            self.unit_valid = self.unit_valid.to(task.device)
+        return task.clamp(max=len(self.unit_index) - 1)
+
     def task_logits(self, logits: Tensor, task: Tensor) -> Tensor:
         """The logits a sample is classified with: its task's head in task-IL, all units else."""
         if self.setting != "task":
             return logits
-        if self.unit_index.device != logits.device:
-            self.unit_index = self.unit_index.to(logits.device)
-            self.unit_valid = self.unit_valid.to(logits.device)
-        row = task.clamp(max=len(self.unit_index) - 1)
+        row = self._head_rows(task)
         selected = logits.gather(1, self.unit_index[row])
         return selected.masked_fill(~self.unit_valid[row], float("-inf"))
+
+    def target_units(self, batch: Batch) -> Tensor:
+        """Where each sample's target sits in the network's output (in its task's head)."""
+        if self.setting != "task":
+            return batch.y
+        return self.unit_index[self._head_rows(batch.task), batch.y]
 
     def activate_units(self, seen_labels: Tensor) -> None:
         """Called by the loop at each task start with every label seen so far."""

@@ -8,22 +8,31 @@ model with `add_head`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
+HeadFactory = Callable[[int, int], nn.Module]
+
 
 class ContinualNet(nn.Module):
-    """`backbone` maps inputs to features of size `feature_size`; `heads` map features to logits."""
+    """`backbone` maps inputs to features of size `feature_size`; `heads` map features to logits.
 
-    def __init__(self, backbone: nn.Module, feature_size: int, head_sizes: list[int]) -> None:
+    `head_factory(in_features, out_features)` makes each head (a module with `out_features`);
+    interval networks pass their own.
+    """
+
+    def __init__(self, backbone: nn.Module, feature_size: int, head_sizes: list[int],
+                 head_factory: HeadFactory = nn.Linear) -> None:
         super().__init__()
         self.backbone = backbone
         self.feature_size = feature_size
-        self.heads = nn.ModuleList(nn.Linear(feature_size, size) for size in head_sizes)
+        self.head_factory = head_factory
+        self.heads = nn.ModuleList(head_factory(feature_size, size) for size in head_sizes)
 
-    def add_head(self, size: int) -> nn.Linear:
-        head = nn.Linear(self.feature_size, size).to(next(self.parameters()).device)
+    def add_head(self, size: int) -> nn.Module:
+        head = self.head_factory(self.feature_size, size).to(next(self.parameters()).device)
         self.heads.append(head)
         return head
 
