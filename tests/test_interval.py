@@ -223,3 +223,9 @@ def test_ddp_is_refused():
                            trainer=SimpleNamespace(world_size=2, max_epochs=30))
     with pytest.raises(ConfigError, match="DDP cannot follow"):
         IntervalTraining().on_task_start(loop, None)
+
+
+def test_integer_config_values_build_float_intervals():
+    net = interval_mlp((3,), [2], hidden_sizes=(4,), max_radius=1, scale_init=0)
+    layer = net.interval_layers()[0]
+    assert layer.weight_scale.dtype == layer.weight_radius.dtype == torch.float32

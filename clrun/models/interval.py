@@ -62,6 +62,7 @@ class IntervalLinear(nn.Module):
         if max_radius <= 0:
             raise ConfigError("model.max_radius", max_radius, "must be > 0")
         self.in_features, self.out_features = in_features, out_features
+        max_radius, scale_init = float(max_radius), float(scale_init)  # configs may give ints
         self.scale_init = scale_init
         # normalize_shift: the shift parameter moves in units of the radius, so a layer whose
         # radii shrank keeps a useful learning rate.
