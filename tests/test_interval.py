@@ -34,27 +34,22 @@ def randomise_intervals(net, seed=0):
                 r.mul_(0.05 + torch.rand(r.shape, generator=g) * 0.2)
 
 
+def sampled_layer_output(layer, h, g):
+    """One ordinary linear layer drawn uniformly from inside `layer`'s intervals, applied."""
+    if not isinstance(layer, IntervalLinear):
+        return layer(h)  # point heads, Flatten, ReLU
+    (w_mid, w_half), (b_mid, b_half) = layer.weight_interval(), layer.bias_interval()
+    w = w_mid + (2 * torch.rand(w_mid.shape, generator=g) - 1) * w_half
+    b = b_mid + (2 * torch.rand(b_mid.shape, generator=g) - 1) * b_half
+    return h @ w.T + b
+
+
 def sampled_network_output(net, x, g):
     """The output of one ordinary network drawn uniformly from inside the intervals."""
-    h = x.flatten(1)
+    h = x
     for layer in net.backbone:
-        if isinstance(layer, IntervalLinear):
-            (w_mid, w_half), (b_mid, b_half) = layer.weight_interval(), layer.bias_interval()
-            w = w_mid + (2 * torch.rand(w_mid.shape, generator=g) - 1) * w_half
-            b = b_mid + (2 * torch.rand(b_mid.shape, generator=g) - 1) * b_half
-            h = h @ w.T + b
-        elif isinstance(layer, torch.nn.ReLU):
-            h = h.relu()
-    outputs = []
-    for head in net.heads:
-        if isinstance(head, IntervalLinear):
-            (w_mid, w_half), (b_mid, b_half) = head.weight_interval(), head.bias_interval()
-            w = w_mid + (2 * torch.rand(w_mid.shape, generator=g) - 1) * w_half
-            b = b_mid + (2 * torch.rand(b_mid.shape, generator=g) - 1) * b_half
-            outputs.append(h @ w.T + b)
-        else:
-            outputs.append(head(h))
-    return torch.cat(outputs, dim=1)
+        h = sampled_layer_output(layer, h, g)
+    return torch.cat([sampled_layer_output(head, h, g) for head in net.heads], dim=1)
 
 
 @pytest.mark.parametrize("heads", [[4], [2, 2, 2]])
