@@ -27,6 +27,11 @@ class JobRecord:
             return "ok"
         return "failed" if self.error is not None else "missing"
 
+    @property
+    def summary(self) -> str:
+        """One line for a table: the error's first line, or the status."""
+        return self.error.splitlines()[0] if self.error else self.status
+
 
 def _overrides(job_dir: Path) -> dict[str, str]:
     path = job_dir / ".hydra" / "overrides.yaml"
@@ -111,7 +116,7 @@ def sweep_table(records: list[JobRecord], metric: str = "acc") -> str:
              "|" + "---|" * (len(keys) + 3)]
     for values, cell in group(records, keys, metric).items():
         score = cell.describe()
-        failures = "; ".join(f"{r.path.name}: {r.error or r.status}" for r in cell.failed)
+        failures = "; ".join(f"{r.path.name}: {r.summary}" for r in cell.failed)
         lines.append("| " + " | ".join([*values, score, str(len(cell.values)), failures or ""])
                      + " |")
     return "\n".join(lines)

@@ -92,7 +92,8 @@ def _ours(c: Comparison) -> str:
     if c.ours.mean is None:
         statuses = {r.status for r in c.ours.failed}
         return "failed" if "failed" in statuses else "unfinished" if statuses else "not run"
-    return f"{c.ours.describe()} (n={len(c.ours.values)})"
+    failed = f", {len(c.ours.failed)} without result" if c.ours.failed else ""
+    return f"{c.ours.describe()} (n={len(c.ours.values)}{failed})"
 
 
 def _diff(c: Comparison, flag: str) -> str:

@@ -31,7 +31,11 @@ def report(directory: Path, paper: str | None, fmt: str, metric: str) -> str:
     if paper is None:
         return sweep_table(records, metric)
     comparisons = compare(records, paper)
-    return render_latex(comparisons) if fmt == "latex" else render_markdown(comparisons)
+    if fmt == "latex":
+        return render_latex(comparisons)
+    unfinished = [f"- {r.path}: {r.summary}" for r in records if r.status != "ok"]
+    return "\n".join([render_markdown(comparisons),
+                      *(["", "Jobs without a result:", *unfinished] if unfinished else [])])
 
 
 def main(argv: list[str] | None = None) -> int:

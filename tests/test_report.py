@@ -9,7 +9,7 @@ import yaml
 
 from clrun.aggregate import collect, group, sweep_table, swept_keys
 from clrun.paper_table import compare, load_targets, render_latex, render_markdown
-from clrun.report_cli import main
+from clrun.report_cli import main, report
 
 
 def write_job(root: Path, num: int, overrides: list[str], acc: float | None = None,
@@ -38,6 +38,19 @@ def test_sweep_table_groups_by_swept_keys_and_reports_failures(tmp_path):
     table = sweep_table(records)
     assert "| ewc | 85.00 ± 7.07 | 2 |" in table and "| si | 70.00 | 1 |" in table
     assert "3: scenario.n_tasks=3 is invalid" in table
+
+
+def test_paper_table_names_failed_jobs_beside_the_cells_that_have_results(tmp_path):
+    write_job(tmp_path, 0, ["row=intercontinet_sgd", "seed=1"], acc=92.0, row="intercontinet_sgd")
+    write_job(tmp_path, 1, ["row=intercontinet_sgd", "seed=2"],
+              error="RuntimeError: boom\n\nTraceback (most recent call last): ...")
+    write_job(tmp_path, 2, ["row=intercontinet_sgd", "scenario.setting=task", "seed=3"],
+              error="scenario.n_tasks=3 is invalid")
+    markdown = report(tmp_path, None, "markdown", "acc")
+    assert "| sgd | 92.00 (n=1, 1 without result) |" in markdown  # job 2: its cell is known
+    assert f"- {tmp_path / '1'}: RuntimeError: boom" in markdown  # job 1: listed all the same
+    assert f"- {tmp_path / '2'}: scenario.n_tasks=3 is invalid" in markdown
+    assert "Traceback" not in markdown
 
 
 def test_paper_table_compares_and_flags(tmp_path):
