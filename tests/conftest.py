@@ -17,6 +17,12 @@ from clrun.paths import config_dir
 FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 # Small, fast settings for end-to-end tests on the digits scenario.
 FAST = ("trainer.max_epochs=2", "logger=none")
+# What some strategies need on top of FAST to run on the default (digits) scenario.
+STRATEGY_OVERRIDES = {
+    "latent_replay": ["strategy.plugins.latent_replay.latent_layer=2"],
+    "interval": ["model=interval_mlp", "trainer.max_epochs=3",
+                 "strategy.plugins.interval.contraction_epochs=1"],
+}
 
 
 def compose_cfg(*overrides: str) -> DictConfig:
