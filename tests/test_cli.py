@@ -54,6 +54,7 @@ def test_same_seed_gives_identical_metrics(tmp_path):
     ("strategy.plugins.ewc.lambda_=-1", "must be >= 0"),
     ("+strategy.plugins.evil._target_=os.system", "only classes under clrun, torch"),
     ("strategy.plugins.ewc.fisher_labels=maybe", "fisher_labels='maybe' is invalid"),
+    ("model.hidden_sizes=[-5]", "model.hidden_sizes=[-5] is invalid: every width must be"),
 ])
 def test_bad_values_fail_before_training_with_one_line(tmp_path, override, needle):
     args = ["hydra.run.dir=run", "logger=none", override]

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from clrun.errors import ConfigError
-from clrun.models.net import ContinualNet, HeadFactory
+from clrun.models.net import ContinualNet, HeadFactory, check_widths
 
 PHASES = ("vanilla", "shift", "scale")
 Bounds = tuple[Tensor, Tensor, Tensor]  # lower, middle, upper
@@ -192,6 +192,7 @@ def interval_mlp(input_shape: tuple[int, ...], head_sizes: list[int],
                  scale_init: float = 5.0, normalize_shift: bool = False) -> IntervalNet:
     """Flatten, then IntervalLinear+ReLU per hidden size. One head: an interval layer (it is
     shared by every task, so it is protected); several heads (task-IL): point heads."""
+    check_widths("model.hidden_sizes", hidden_sizes)
     interval_layer = partial(IntervalLinear, max_radius=max_radius, scale_init=scale_init,
                              normalize_shift=normalize_shift)
     layers: list[nn.Module] = [nn.Flatten()]

@@ -13,6 +13,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from clrun.errors import ConfigError
+
 HeadFactory = Callable[[int, int], nn.Module]
 
 
@@ -50,9 +52,17 @@ class ContinualNet(nn.Module):
         return torch.cat([head(features) for head in self.heads], dim=1)
 
 
+def check_widths(key: str, widths: tuple[int, ...] | list[int]) -> None:
+    """Layer widths from the config must be positive integers (torch's own error is a trace)."""
+    for width in widths:
+        if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+            raise ConfigError(key, list(widths), "every width must be a positive integer")
+
+
 def mlp(input_shape: tuple[int, ...], head_sizes: list[int],
         hidden_sizes: tuple[int, ...] = (400, 400)) -> ContinualNet:
     """Flatten, then Linear+ReLU per hidden size (van de Ven's and InterContiNet's MLP)."""
+    check_widths("model.hidden_sizes", hidden_sizes)
     layers: list[nn.Module] = [nn.Flatten()]
     width = math.prod(input_shape)
     for hidden in hidden_sizes:
@@ -64,6 +74,8 @@ def mlp(input_shape: tuple[int, ...], head_sizes: list[int],
 def convnet(input_shape: tuple[int, ...], head_sizes: list[int],
             channels: tuple[int, ...] = (32, 64), hidden_size: int = 256) -> ContinualNet:
     """Conv(3x3)+ReLU+MaxPool(2) per channel count, then one hidden linear layer."""
+    check_widths("model.channels", channels)
+    check_widths("model.hidden_size", [hidden_size])
     layers: list[nn.Module] = []
     in_channels, height, width = input_shape
     for out_channels in channels:
