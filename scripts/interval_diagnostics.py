@@ -15,14 +15,13 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import torch
 from hydra import compose, initialize_config_dir
 
 import clrun.run as run_module
 from clrun.paths import config_dir
 from clrun.plugin import StrategyPlugin
 from clrun.scenarios.batches import Batch
-from clrun.strategies.interval import robust_logits
+from clrun.strategies.interval import certified
 
 
 class IntervalReport(StrategyPlugin):
@@ -40,14 +39,10 @@ class IntervalReport(StrategyPlugin):
         for seen in loop.scenario.tasks[: task.index + 1]:
             test = seen.test
             x = loop.scenario.pipeline(test.x, train=False)
-            with torch.no_grad():
-                lower, middle, upper = net.bounds(x)
-                robust = robust_logits(lower, upper,
-                                       module.target_units(Batch(x, test.y, test.task)))
-                certified = module.task_logits(robust, test.task).argmax(dim=1) == test.y
-                correct = module.task_logits(middle, test.task).argmax(dim=1) == test.y
-            print(f"  task {seen.index}: accuracy {100 * correct.float().mean():6.2f} %, "
-                  f"certified {100 * certified.float().mean():6.2f} %", flush=True)
+            safe = certified(module, Batch(x, test.y, test.task)).float().mean()
+            accuracy = module.accuracy(test, loop.scenario.pipeline, loop.settings.eval_batch_size)
+            print(f"  task {seen.index}: accuracy {accuracy:6.2f} %, "
+                  f"certified {100 * safe:6.2f} %", flush=True)
         if self.stop_after is not None and task.index + 1 >= self.stop_after:
             raise SystemExit(0)
 

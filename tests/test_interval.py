@@ -10,15 +10,14 @@ import pytest
 import torch
 
 from clrun.errors import ConfigError
-from clrun.loop import LoopSettings, TaskLoop
 from clrun.models.interval import IntervalLinear, interval_mlp
 from clrun.module import ContinualModule
 from clrun.plugin import StrategyPlugin
 from clrun.run import run
 from clrun.scenarios.batches import Batch
-from clrun.scenarios.digits import split_digits
-from clrun.strategies.interval import IntervalTraining, robust_logits
+from clrun.strategies.interval import IntervalTraining, certified, robust_logits
 from tests.conftest import compose_cfg, run_cli
+from tests.test_plugin_contract import make_loop
 
 
 def randomise_intervals(net, seed=0):
@@ -119,26 +118,10 @@ class CertifiedProbe(StrategyPlugin):
     """Records which task-0 test samples the intervals certify at the end of task 0."""
 
     def on_task_end(self, loop, task):
-        if task.index != 0:
-            return
-        test = loop.scenario.tasks[0].test
-        x = loop.scenario.pipeline(test.x, train=False)
-        with torch.no_grad():
-            lower, _, upper = loop.module.net.bounds(x)
-            batch = Batch(x, test.y, test.task)
-            robust = robust_logits(lower, upper, loop.module.target_units(batch))
-            predicted = loop.module.task_logits(robust, test.task).argmax(dim=1)
-        self.certified = predicted == test.y
-
-
-def interval_loop(setting, plugins, epochs=4, n_tasks=5, **model):
-    torch.manual_seed(0)
-    scenario = split_digits(setting=setting, n_tasks=n_tasks)
-    net = interval_mlp(scenario.input_shape, scenario.head_sizes, hidden_sizes=(32,), **model)
-    module = ContinualModule(net, partial(torch.optim.SGD, lr=0.1), plugins, setting)
-    settings = LoopSettings(batch_size=32, seed=0, trainer_kwargs=dict(
-        accelerator="cpu", devices=1, max_epochs=epochs, enable_progress_bar=False))
-    return TaskLoop(scenario, module, plugins, settings)
+        if task.index == 0:
+            test = loop.scenario.tasks[0].test
+            x = loop.scenario.pipeline(test.x, train=False)
+            self.certified = certified(loop.module, Batch(x, test.y, test.task))
 
 
 @pytest.mark.parametrize("setting", ["task", "class"])
@@ -146,7 +129,9 @@ def test_samples_certified_after_task_0_are_never_forgotten(setting):
     probe = CertifiedProbe()
     # narrow intervals and a movable scale, so a few epochs on the digits certify many samples
     interval = IntervalTraining(contraction_epochs=2, shift_lr=0.1, scale_lr=100.0)
-    loop = interval_loop(setting, [interval, probe], n_tasks=5, max_radius=0.02, scale_init=0.0)
+    loop = make_loop([interval, probe], setting, epochs=4,
+                     model=partial(interval_mlp, max_radius=0.02, scale_init=0.0),
+                     optimizer=partial(torch.optim.SGD, lr=0.1))
     matrix = loop.run()
     assert probe.certified.float().mean() > 0.3  # not vacuous
     test = loop.scenario.tasks[0].test

@@ -17,12 +17,15 @@ from clrun.scenarios.base import Split
 from clrun.scenarios.batches import Batch
 from clrun.scenarios.digits import split_digits
 
+ADAM = partial(torch.optim.Adam, lr=1e-2)
 
-def make_loop(plugins, setting="class", epochs=2, stream="sequential", n_tasks=5, heads=None):
+
+def make_loop(plugins, setting="class", epochs=2, stream="sequential", n_tasks=5, heads=None,
+              model=mlp, optimizer=ADAM):
     pl.seed_everything(0, verbose=False)
     scenario = split_digits(setting=setting, n_tasks=n_tasks)
-    net = mlp(scenario.input_shape, heads or scenario.head_sizes, hidden_sizes=(32,))
-    module = ContinualModule(net, partial(torch.optim.Adam, lr=1e-2), plugins, setting)
+    net = model(scenario.input_shape, heads or scenario.head_sizes, hidden_sizes=(32,))
+    module = ContinualModule(net, optimizer, plugins, setting)
     settings = LoopSettings(stream=stream, batch_size=32, seed=0, trainer_kwargs=dict(
         accelerator="cpu", devices=1, max_epochs=epochs, enable_progress_bar=False))
     return TaskLoop(scenario, module, plugins, settings)

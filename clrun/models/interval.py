@@ -29,7 +29,6 @@ from torch import Tensor, nn
 from clrun.errors import ConfigError
 from clrun.models.net import ContinualNet, HeadFactory, check_widths
 
-PHASES = ("vanilla", "shift", "scale")
 Bounds = tuple[Tensor, Tensor, Tensor]  # lower, middle, upper
 
 
@@ -77,14 +76,15 @@ class IntervalLinear(nn.Module):
         self.register_buffer("bias_radius", torch.full((out_features,), max_radius))
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Linear's; biases start at 0
 
+    def _shift(self, radius: Tensor, shift: Tensor) -> Tensor:
+        """s in (-1, 1): where the middle sits inside [W - r, W + r], in units of r."""
+        return torch.tanh(shift / radius.clamp(min=1e-8) if self.normalize_shift else shift)
+
     def _interval(self, centre: Tensor, radius: Tensor, shift: Tensor, scale: Tensor
                   ) -> tuple[Tensor, Tensor]:
         """(middle, half-width) of one parameter tensor's current interval."""
-        if self.normalize_shift:
-            shift = shift / radius.clamp(min=1e-8)
-        s = torch.tanh(shift)
-        c = torch.sigmoid(scale) * (1 - s.abs())
-        return centre + s * radius, c * radius
+        s = self._shift(radius, shift)
+        return centre + s * radius, torch.sigmoid(scale) * (1 - s.abs()) * radius
 
     def weight_interval(self) -> tuple[Tensor, Tensor]:
         return self._interval(self.weight, self.weight_radius, self.weight_shift,
@@ -93,9 +93,13 @@ class IntervalLinear(nn.Module):
     def bias_interval(self) -> tuple[Tensor, Tensor]:
         return self._interval(self.bias, self.bias_radius, self.bias_shift, self.bias_scale)
 
+    def _middle(self, centre: Tensor, radius: Tensor, shift: Tensor) -> Tensor:
+        return centre + self._shift(radius, shift) * radius
+
     def forward(self, x: Tensor) -> Tensor:
-        """The middle network's output (what the model predicts with)."""
-        return F.linear(x, self.weight_interval()[0], self.bias_interval()[0])
+        """The middle network's output (what the model predicts with); no widths needed."""
+        return F.linear(x, self._middle(self.weight, self.weight_radius, self.weight_shift),
+                        self._middle(self.bias, self.bias_radius, self.bias_shift))
 
     def forward_bounds(self, bounds: Bounds, point_input: bool = False) -> Bounds:
         """Propagate (lower, middle, upper); inputs must be >= 0 unless `point_input`."""

@@ -41,6 +41,14 @@ def robust_logits(lower: Tensor, upper: Tensor, target_units: Tensor) -> Tensor:
     return upper.scatter(1, index, lower.gather(1, index))
 
 
+@torch.no_grad()
+def certified(module: ContinualModule, batch: Batch) -> Tensor:
+    """Which samples every network inside the intervals classifies right (never forgotten)."""
+    lower, _, upper = module.net.bounds(batch.x)
+    robust = robust_logits(lower, upper, module.target_units(batch))
+    return module.task_logits(robust, batch.task).argmax(dim=1) == batch.y
+
+
 class IntervalTraining(StrategyPlugin):
     """Phases vanilla/shift then scale in every task; needs `model=interval_mlp`."""
 
