@@ -6,12 +6,15 @@ failed, `error.txt`; jobs with neither (still running, killed) are reported as m
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from clrun.errors import ClrunError
 
 
 @dataclass
@@ -73,6 +76,15 @@ class Cell:
 
     values: list[float] = field(default_factory=list)
     failed: list[JobRecord] = field(default_factory=list)
+    done: list[JobRecord] = field(default_factory=list)  # the jobs behind `values`
+
+    def add(self, record: JobRecord, metric: str) -> None:
+        """Count the job's `metric`, or note it as without a result."""
+        if record.metrics is not None and record.metrics.get(metric) is not None:
+            self.values.append(float(record.metrics[metric]))
+            self.done.append(record)
+        else:
+            self.failed.append(record)
 
     @property
     def mean(self) -> float | None:
@@ -101,22 +113,59 @@ def group(records: list[JobRecord], keys: list[str], metric: str = "acc"
           ) -> dict[tuple[str, ...], Cell]:
     cells: dict[tuple[str, ...], Cell] = {}
     for record in records:
-        cell = cells.setdefault(tuple(record.overrides.get(k, "") for k in keys), Cell())
-        if record.metrics is not None and record.metrics.get(metric) is not None:
-            cell.values.append(float(record.metrics[metric]))
-        else:
-            cell.failed.append(record)
+        cells.setdefault(tuple(record.overrides.get(k, "") for k in keys), Cell()).add(
+            record, metric)
     return cells
+
+
+def scalar_metrics(records: list[JobRecord]) -> list[str]:
+    """The metrics.json keys a table can show: numbers (or null) in at least one job."""
+    keys: set[str] = set()
+    for record in records:
+        for key, value in (record.metrics or {}).items():
+            if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+                keys.add(key)
+    return sorted(keys)
+
+
+def check_metric(records: list[JobRecord], metric: str) -> None:
+    """A metric no job recorded is a typo, not an empty table."""
+    known = scalar_metrics(records)
+    if metric in known or not known:
+        return
+    close = difflib.get_close_matches(metric, known, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    raise ClrunError(f"no job recorded the metric {metric!r}; {hint}(metrics.json has: "
+                     f"{', '.join(known)})")
+
+
+def sweep_rows(records: list[JobRecord], metric: str = "acc"
+               ) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: one row per combination of swept keys, mean ± std over seeds."""
+    keys = swept_keys(records)
+    rows = []
+    for values, cell in group(records, keys, metric).items():
+        failures = "; ".join(f"{r.path.name}: {r.summary}" for r in cell.failed)
+        rows.append([*values, cell.describe(), str(len(cell.values)), failures])
+    return [*keys, metric, "runs", "failed"], rows
 
 
 def sweep_table(records: list[JobRecord], metric: str = "acc") -> str:
     """Markdown: one row per combination of swept keys, mean ± std over seeds, failures named."""
-    keys = swept_keys(records)
-    lines = ["| " + " | ".join([*keys, metric, "runs", "failed"]) + " |",
-             "|" + "---|" * (len(keys) + 3)]
-    for values, cell in group(records, keys, metric).items():
-        score = cell.describe()
-        failures = "; ".join(f"{r.path.name}: {r.summary}" for r in cell.failed)
-        lines.append("| " + " | ".join([*values, score, str(len(cell.values)), failures or ""])
-                     + " |")
-    return "\n".join(lines)
+    header, rows = sweep_rows(records, metric)
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+                      *("| " + " | ".join(row) + " |" for row in rows)])
+
+
+def latex_escape(text: str) -> str:
+    return text.replace("\\", r"\textbackslash{}").replace("_", r"\_").replace(
+        "%", r"\%").replace("&", r"\&").replace("#", r"\#").replace("±", r"$\pm$")
+
+
+def sweep_latex(records: list[JobRecord], metric: str = "acc") -> str:
+    """The sweep table as a LaTeX tabular (booktabs)."""
+    header, rows = sweep_rows(records, metric)
+    lines = [r"\begin{tabular}{" + "l" * (len(header) - 3) + "rrl}", r"\toprule",
+             " & ".join(latex_escape(h) for h in header) + r" \\", r"\midrule"]
+    lines += [" & ".join(latex_escape(cell) for cell in row) + r" \\" for row in rows]
+    return "\n".join([*lines, r"\bottomrule", r"\end{tabular}"])

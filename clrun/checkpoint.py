@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from clrun.errors import ClrunError
+from clrun.loggers import wandb_run_id
 
 if TYPE_CHECKING:
     from clrun.loop import TaskLoop
@@ -35,6 +36,7 @@ def save_checkpoint(loop: TaskLoop, path: Path) -> None:
                       if optimizer is not None and not module.reset_optimizer else None),
         "plugins": [plugin.state_dict() for plugin in loop.plugins],
         "rng": torch.get_rng_state(),
+        "wandb_id": wandb_run_id(loop.loggers),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")

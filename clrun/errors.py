@@ -1,5 +1,9 @@
 """User-facing errors: the CLI prints them as one line and exits with code 2."""
 
+from __future__ import annotations
+
+from pathlib import Path
+
 
 class ClrunError(Exception):
     """A problem the user can fix (bad config value, missing data); never a bug in clrun."""
@@ -15,3 +19,13 @@ class ConfigError(ClrunError):
 
 class DataError(ClrunError):
     """A data set is missing or corrupt; the message says where clrun looked and what to do."""
+
+
+class Interrupted(Exception):  # noqa: N818 - a stop, not an error
+    """Ctrl-C during a run: the training stage it stopped (None: before training) and the
+    checkpoint that holds the stages before it (None: checkpoints are off)."""
+
+    def __init__(self, task: int | None, checkpoint: Path | None) -> None:
+        super().__init__(f"interrupted during task {task}")
+        self.task = task
+        self.checkpoint = checkpoint

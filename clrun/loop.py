@@ -13,8 +13,10 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 
 from clrun.checkpoint import restore, save_checkpoint
+from clrun.errors import ClrunError, Interrupted
 from clrun.loggers import log_task_row
 from clrun.module import ContinualModule
 from clrun.plugin import StrategyPlugin
@@ -111,9 +113,13 @@ class TaskLoop:
         callbacks = [*self.plugins, _TaskBoundary(self)]
         if self.settings.trainer_kwargs.get("enable_progress_bar"):
             callbacks.append(TaskProgressBar(self))
-        return pl.Trainer(callbacks=callbacks, logger=self.loggers or False,
-                          enable_checkpointing=False, enable_model_summary=False,
-                          num_sanity_val_steps=0, **self.settings.trainer_kwargs)
+        try:
+            return pl.Trainer(callbacks=callbacks, logger=self.loggers or False,
+                              enable_checkpointing=False, enable_model_summary=False,
+                              num_sanity_val_steps=0, **self.settings.trainer_kwargs)
+        except MisconfigurationException as error:
+            raise ClrunError(f"Lightning refuses the trainer settings: "
+                             f"{str(error).splitlines()[0]}") from None
 
     def evaluate(self) -> list[float]:
         """Test accuracy (%) on every task of the scenario, seen and unseen."""
@@ -157,5 +163,15 @@ class TaskLoop:
             split = self.task.train
             for plugin in self.plugins:
                 split = plugin.train_data(self, self.task, split)
-            self.trainer.fit(self.module, train_dataloaders=self.batches(split))
+            self.fit(split, number)
         return self.matrix
+
+    def fit(self, split: Split, number: int) -> None:
+        """Train stage `number`; Ctrl-C (Lightning ends it with exit code 1) becomes
+        `Interrupted`, so the CLI can say what is saved."""
+        try:
+            self.trainer.fit(self.module, train_dataloaders=self.batches(split))
+        except (KeyboardInterrupt, SystemExit) as stop:
+            if isinstance(stop, KeyboardInterrupt) or self.trainer.interrupted:
+                raise Interrupted(number, self.checkpoint_path) from None
+            raise

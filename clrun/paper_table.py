@@ -53,11 +53,8 @@ def setting_of(record: JobRecord) -> str | None:
 def cells_by_row(records: list[JobRecord]) -> dict[tuple[str, str], Cell]:
     cells: dict[tuple[str, str], Cell] = {}
     for record in records:
-        cell = cells.setdefault((row_of(record) or "?", setting_of(record) or "?"), Cell())
-        if record.metrics is not None:
-            cell.values.append(float(record.metrics["acc"]))
-        else:
-            cell.failed.append(record)
+        cells.setdefault((row_of(record) or "?", setting_of(record) or "?"), Cell()).add(
+            record, "acc")
     return cells
 
 

@@ -1,7 +1,8 @@
 """`clrun-report DIR`: a multirun directory as a table (mean ± std over seeds).
 
 With `--paper NAME` (or when the jobs were run by an experiment that names its paper) the table
-is laid out like the paper's, ours beside theirs with the difference and a flag.
+is laid out like the paper's, ours beside theirs with the difference and a flag. `--plots`
+also draws the sweep's figures and writes `report.md` with the table and them.
 """
 
 from __future__ import annotations
@@ -10,32 +11,80 @@ import argparse
 import sys
 from pathlib import Path
 
-from clrun.aggregate import collect, sweep_table
+from clrun.aggregate import (
+    JobRecord,
+    check_metric,
+    collect,
+    group,
+    sweep_latex,
+    sweep_table,
+    swept_keys,
+)
 from clrun.errors import ClrunError
-from clrun.paper_table import available_papers, compare, render_latex, render_markdown
+from clrun.paper_table import (
+    SETTING_TITLES,
+    Comparison,
+    available_papers,
+    cells_by_row,
+    compare,
+    render_latex,
+    render_markdown,
+)
 
 
-def _paper_of(records) -> str | None:
+def _paper_of(records: list[JobRecord]) -> str | None:
     papers = {(r.metrics or {}).get("config", {}).get("paper") for r in records} - {None}
     return papers.pop() if len(papers) == 1 else None
 
 
-def report(directory: Path, paper: str | None, fmt: str, metric: str) -> str:
+def _records(directory: Path) -> list[JobRecord]:
     if not directory.is_dir():
         raise ClrunError(f"{directory} is not a directory; pass a multirun directory "
                          "(e.g. multirun/2026-01-01/12-00-00)")
     records = collect(directory)
     if not records:
         raise ClrunError(f"no Hydra jobs found under {directory}")
+    return records
+
+
+def report(directory: Path, paper: str | None, fmt: str, metric: str,
+           plots_dir: Path | None = None) -> str:
+    records = _records(directory)
+    check_metric(records, metric)
     paper = paper or _paper_of(records)
     if paper is None:
-        return sweep_table(records, metric)
+        table = sweep_latex(records, metric) if fmt == "latex" else sweep_table(records, metric)
+        if plots_dir is not None:
+            _plots(plots_dir, sweep_table(records, metric), records, None)
+        return table
     comparisons = compare(records, paper)
-    if fmt == "latex":
-        return render_latex(comparisons)
     unfinished = [f"- {r.path}: {r.summary}" for r in records if r.status != "ok"]
-    return "\n".join([render_markdown(comparisons),
-                      *(["", "Jobs without a result:", *unfinished] if unfinished else [])])
+    markdown = "\n".join([render_markdown(comparisons),
+                          *(["", "Jobs without a result:", *unfinished] if unfinished else [])])
+    if plots_dir is not None:
+        _plots(plots_dir, markdown, records, comparisons)
+    return render_latex(comparisons) if fmt == "latex" else markdown
+
+
+def _plots(plots_dir: Path, table: str, records: list[JobRecord],
+           comparisons: list[Comparison] | None) -> None:
+    from clrun.report_plots import write_report
+
+    if comparisons is None:
+        cells = group(records, swept_keys(records))
+        keys = swept_keys(records)
+        panels = {f"{plots_dir.name}: by {', '.join(keys) or 'job'}": {
+            " ".join(values) or "all jobs": cell.done for values, cell in cells.items()}}
+    else:
+        panels: dict[str, dict[str, list[JobRecord]]] = {}
+        for (row, setting), cell in cells_by_row(records).items():
+            panels.setdefault(SETTING_TITLES.get(setting, setting), {})[row] = cell.done
+    try:
+        path = write_report(plots_dir, table, panels, comparisons)
+    except OSError as error:
+        raise ClrunError(f"cannot write the report into {plots_dir}: {error.strerror or error}; "
+                         "choose another folder with --out") from None
+    print(f"report: {path}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,10 +92,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("directory", type=Path, help="a multirun directory")
     parser.add_argument("--paper", choices=available_papers(), default=None)
     parser.add_argument("--format", choices=("markdown", "latex"), default="markdown")
-    parser.add_argument("--metric", default="acc", help="metrics.json key (sweep tables)")
+    parser.add_argument("--metric", default="acc",
+                        help="metrics.json key for sweep tables (acc, bwt, fwt, forgetting)")
+    parser.add_argument("--plots", action="store_true",
+                        help="also draw the figures and write report.md")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder for --plots (default: the multirun directory)")
     args = parser.parse_args(argv)
     try:
-        print(report(args.directory, args.paper, args.format, args.metric))
+        plots_dir = (args.out or args.directory) if args.plots else None
+        print(report(args.directory, args.paper, args.format, args.metric, plots_dir))
     except ClrunError as error:
         print(f"clrun-report: error: {error}", file=sys.stderr)
         return 2

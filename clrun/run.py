@@ -18,15 +18,16 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from clrun.checkpoint import FILENAME, load_checkpoint
-from clrun.errors import ConfigError
+from clrun.errors import ClrunError, ConfigError, Interrupted
 from clrun.instantiate import build
-from clrun.loggers import build_loggers, finish, log_final
+from clrun.loggers import Resumed, build_loggers, finish, log_final
 from clrun.loop import LoopSettings, TaskLoop
 from clrun.metrics import compute_metrics
 from clrun.module import ContinualModule
 from clrun.paths import default_data_dir
 from clrun.plots import save_accuracy_curves, save_matrix_heatmap
 from clrun.plugin import StrategyPlugin
+from clrun.report import run_title
 from clrun.results import RunResult, write_atomic, write_results
 from clrun.validate import validate
 
@@ -79,6 +80,14 @@ def check_optimizer(factory: Any, net: torch.nn.Module) -> None:
                           str(error)) from None
 
 
+def strategy_label(cfg: DictConfig, choices: dict[str, str] | None) -> str:
+    """The strategy's name; a combination (`strategy=[ewc,lwf]`) is named `ewc+lwf`."""
+    choice = str((choices or {}).get("strategy") or "")
+    if choice.startswith("[") and choice.endswith("]"):
+        return "+".join(part.strip() for part in choice[1:-1].split(","))
+    return str(cfg.strategy.get("name") or choice)
+
+
 def config_summary(cfg: DictConfig, choices: dict[str, str] | None) -> dict[str, Any]:
     """The key choices of the resolved config, written into metrics.json."""
     plugins = [k for k, v in (cfg.strategy.get("plugins") or {}).items() if v is not None]
@@ -86,7 +95,7 @@ def config_summary(cfg: DictConfig, choices: dict[str, str] | None) -> dict[str,
         "scenario": cfg.scenario.get("name"),
         "setting": cfg.scenario.setting,
         "n_tasks": cfg.scenario.n_tasks,
-        "strategy": cfg.strategy.get("name"),
+        "strategy": strategy_label(cfg, choices),
         "plugins": plugins,
         "stream": cfg.strategy.get("stream", "sequential"),
         "model": cfg.model._target_.rsplit(".", 1)[-1],
@@ -106,9 +115,19 @@ def config_summary(cfg: DictConfig, choices: dict[str, str] | None) -> dict[str,
 
 
 def resume_state(cfg: DictConfig, path: Path) -> dict[str, Any] | None:
-    """The checkpoint at `path` when `resume=true` (none yet: start from task 0)."""
-    if not cfg.get("resume") or not path.is_file():
+    """The checkpoint at `path` when resuming. `resume=true` refuses a run directory without
+    one (a mistyped directory would silently start over); `resume=auto` starts from task 0."""
+    mode = cfg.get("resume")
+    if mode is False or mode is None:
         return None
+    if not path.is_file():
+        if mode == "auto":
+            print(f"clrun: no checkpoint at {path}; starting from task 0 (resume=auto)",
+                  file=sys.stderr)
+            return None
+        raise ClrunError(f"resume=true, but there is no checkpoint at {path}; check "
+                         "hydra.run.dir (the run directory to continue), or use resume=auto "
+                         "to start from task 0 when there is none")
     state = load_checkpoint(path)
     print(f"clrun: resuming from {path} after task {state['stages_done'] - 1}", file=sys.stderr)
     return state
@@ -143,15 +162,20 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None,
                             drop_last=cfg.train.drop_last, seed=cfg.seed,
                             trainer_kwargs=trainer_kwargs(cfg))
     run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = run_dir / "checkpoints" / FILENAME
+    state = resume_state(cfg, checkpoint)
     loggers = build_loggers(cfg.get("logger"), run_dir,
-                            OmegaConf.to_container(cfg, resolve=True), group)
+                            OmegaConf.to_container(cfg, resolve=True), group,
+                            resumed=Resumed.of(state))
     failed = True
     try:
-        checkpoint = run_dir / "checkpoints" / FILENAME
         loop = TaskLoop(scenario, module, plugins, settings, loggers,
                         checkpoint_path=checkpoint if cfg.get("checkpoint", True) else None)
         started = time.perf_counter()
-        loop.run(resume_state(cfg, checkpoint))
+        try:
+            loop.run(state)
+        except KeyboardInterrupt:  # outside a task's fit (Lightning handles it inside)
+            raise Interrupted(len(loop.matrix), loop.checkpoint_path) from None
         loop_seconds = time.perf_counter() - started
         result = RunResult(loop.matrix, loop.initial, compute_metrics(loop.matrix, loop.initial),
                            run_dir, config_summary(cfg, choices))
@@ -159,8 +183,9 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None,
             write_results(result)
             write_atomic(run_dir / "timing.json",
                          json.dumps({"train_eval_seconds": round(loop_seconds, 3)}) + "\n")
-            images = [save_matrix_heatmap(result.matrix, run_dir / "accuracy_matrix.png"),
-                      save_accuracy_curves(result.matrix, run_dir / "accuracy_curves.png")]
+            title = f"{run_title(result.config)}  ACC {result.metrics.acc:.2f}"
+            images = [save_matrix_heatmap(result.matrix, run_dir / "accuracy_matrix.png", title),
+                      save_accuracy_curves(result.matrix, run_dir / "accuracy_curves.png", title)]
             log_final(loggers, result.matrix, result.metrics.to_dict(), images)
         failed = False
     finally:

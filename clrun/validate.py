@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
+
+import torch
 from omegaconf import DictConfig
 
 from clrun.errors import ConfigError
@@ -12,6 +16,24 @@ from clrun.scenarios.base import SETTINGS
 def _positive_int(key: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(key, value, "must be a positive integer")
+
+
+def check_trainer(trainer: DictConfig) -> None:
+    """Every `trainer.*` key is a Lightning Trainer argument (a `+trainer.max_epoch` typo
+    would end in a TypeError), and a GPU accelerator needs a GPU torch can see."""
+    import pytorch_lightning as pl
+
+    known = [p for p in inspect.signature(pl.Trainer.__init__).parameters if p != "self"]
+    for key in trainer:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"; did you mean trainer.{close[0]}?" if close else ""
+            raise ConfigError(f"trainer.{key}", trainer[key],
+                              f"not an argument of Lightning's Trainer{hint}")
+    if str(trainer.get("accelerator")) in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError("trainer.accelerator", trainer.accelerator,
+                          "torch sees no CUDA GPU on this machine; use trainer=cpu (or "
+                          "trainer=ddp_cpu for DDP on the CPU)")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -25,11 +47,14 @@ def validate(cfg: DictConfig) -> None:
     if cfg.strategy.get("stream", "sequential") not in STREAMS:
         raise ConfigError("strategy.stream", cfg.strategy.stream,
                           "use one of: " + ", ".join(STREAMS))
+    check_trainer(cfg.trainer)
     lr = cfg.optimizer.get("lr")
     if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0:
         raise ConfigError("optimizer.lr", lr, "must be a positive number")
     if cfg.train.get("active_units", "all") not in ("all", "seen"):
         raise ConfigError("train.active_units", cfg.train.active_units, "use one of: all, seen")
+    if cfg.get("resume") not in (True, False, "auto"):
+        raise ConfigError("resume", cfg.get("resume"), "use one of: false, true, auto")
     _positive_int("train.batch_size", cfg.train.batch_size)
     _positive_int("train.eval_batch_size", cfg.train.eval_batch_size)
     epochs, steps = cfg.trainer.get("max_epochs"), cfg.trainer.get("max_steps", -1)

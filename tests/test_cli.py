@@ -45,6 +45,15 @@ def test_same_seed_gives_identical_metrics(tmp_path):
     assert json.loads(a)["accuracy_matrix"] != read_metrics(tmp_path / "c")["accuracy_matrix"]
 
 
+def one_line_error(out) -> str:  # noqa: ANN001
+    """The single stderr line of a refused command (exit 2, no traceback)."""
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("clrun: error: "), out.stderr
+    assert "Traceback" not in out.stderr + out.stdout
+    return lines[0]
+
+
 @pytest.mark.parametrize("override,needle", [
     ("scenario.setting=foo", "scenario.setting='foo' is invalid: use one of: task, domain, class"),
     ("optimizer.lr=-0.1", "optimizer.lr=-0.1 is invalid"),
@@ -52,7 +61,7 @@ def test_same_seed_gives_identical_metrics(tmp_path):
     ("scenario.n_tasks=3", "scenario.n_tasks=3 is invalid: 10 classes do not divide evenly"),
     ("train.batch_size=0", "train.batch_size=0 is invalid"),
     ("strategy.plugins.ewc.lambda_=-1", "must be >= 0"),
-    ("+strategy.plugins.evil._target_=os.system", "only classes under clrun, torch"),
+    ("+strategy.plugins.evil._target_=os.system", "config files may build only"),
     ("strategy.plugins.ewc.fisher_labels=maybe", "fisher_labels='maybe' is invalid"),
     ("model.hidden_sizes=[-5]", "model.hidden_sizes=[-5] is invalid: every width must be"),
 ])
@@ -61,19 +70,64 @@ def test_bad_values_fail_before_training_with_one_line(tmp_path, override, needl
     if "plugins.ewc" in override:
         args.insert(0, "strategy=ewc")
     out = run_cli(*args, cwd=tmp_path)
-    assert out.returncode == 2
-    lines = [line for line in out.stderr.splitlines() if line.strip()]
-    assert lines == [lines[0]] and lines[0].startswith("clrun: error: ") and needle in lines[0]
-    assert "Traceback" not in out.stderr + out.stdout
+    assert needle in one_line_error(out)
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
-def test_misspelled_key_and_unknown_option_keep_hydras_message(tmp_path):
-    out = run_cli("scenario.setings=task", cwd=tmp_path)
-    assert out.returncode != 0 and "Key 'setings' is not in struct" in out.stderr
-    out = run_cli("strategy=ewcc", cwd=tmp_path)
-    assert out.returncode != 0 and "Could not find 'strategy/ewcc'" in out.stderr
-    assert "Available options" in out.stderr
+@pytest.mark.parametrize("args,needle", [
+    (["strategy=ewcc"], "strategy=ewcc is not an option; did you mean strategy=ewc?"),
+    (["experiment=intercontinet"], "did you mean experiment=intercontinet_fmnist?"),
+    (["trainer.max_epoch=3"], "trainer.max_epoch is not a config key; did you mean "
+                              "trainer.max_epochs? (to add a new key on purpose: "
+                              "+trainer.max_epoch=3)"),
+    (["scenario.setings=task"], "did you mean scenario.setting?"),
+    (["+trainer.max_epoch=3"], "trainer.max_epoch=3 is invalid: not an argument of Lightning's "
+                               "Trainer; did you mean trainer.max_epochs?"),
+    (["strategy=[ewc,"], "cannot read the override 'strategy=[ewc,'"),
+    (["trainer=gpu"], "torch sees no CUDA GPU on this machine; use trainer=cpu"),
+    (["+strategy.plugins.mine._target_=clrun.strategies.nowhere.Plugin"], "cannot be imported"),
+    (["-m", "strategy=ewcc,si"], "strategy=ewcc is not an option"),
+])
+def test_hydra_and_trainer_mistakes_are_one_line(tmp_path, args, needle):
+    if "trainer=gpu" in args:
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has a GPU")
+    out = run_cli(*args, "hydra.run.dir=run", "logger=none", cwd=tmp_path)
+    assert needle in one_line_error(out)
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_unwritable_run_directory_is_one_line(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    out = run_cli("hydra.run.dir=a_file/run", "logger=none", cwd=tmp_path)
+    assert "cannot write the run directory" in one_line_error(out)
+    assert "hydra.run.dir=" in out.stderr
+    out = run_cli("-m", "hydra.sweep.dir=a_file/sweep", "seed=1,2", "logger=none", cwd=tmp_path)
+    assert "choose another with hydra.sweep.dir=" in one_line_error(out)
+
+
+def test_combined_strategies_are_named_together(tmp_path):
+    out = run_cli("hydra.run.dir=run", "strategy=[ewc,lwf]", "trainer.max_epochs=1",
+                  "logger=none", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "strategy=ewc+lwf" in out.stdout
+    config = read_metrics(tmp_path / "run")["config"]
+    assert config["strategy"] == "ewc+lwf" and config["plugins"] == ["ewc", "lwf"]
+
+
+def test_redirected_output_is_plain_and_unwrapped(tmp_path):
+    out = run_cli("hydra.run.dir=a_rather_long_run_directory_name/that_goes/on_and_on",
+                  "scenario.n_tasks=10", "trainer.max_epochs=1", "logger=none", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    assert not any(ch in out.stdout for ch in "│┃━…")
+    assert lines[-1] == ("results: " + str(tmp_path / "a_rather_long_run_directory_name"
+                                           "/that_goes/on_and_on/metrics.json"))
+    header = next(line for line in lines if line.startswith("after training"))
+    assert header.split()[-2:] == ["task", "9"]
+    assert next(line for line in lines if line.startswith("task 0 ")).split()[2] == "100.0"
 
 
 def test_misspelled_plugin_parameter_is_one_line(tmp_path):
@@ -106,10 +160,13 @@ def test_help_and_cfg_job(tmp_path):
 
 
 def test_multirun_returns_acc_and_keeps_going_after_a_failing_job(tmp_path):
-    out = run_cli("-m", "hydra.sweep.dir=sweep", "scenario.n_tasks=5,3", *FAST, cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
-    assert (tmp_path / "sweep" / "0" / "metrics.json").exists()
-    assert "n_tasks=3 is invalid" in (tmp_path / "sweep" / "1" / "error.txt").read_text()
+    out = run_cli("-m", "hydra.sweep.dir=sweep", "scenario.n_tasks=3,5", *FAST, cwd=tmp_path)
+    assert out.returncode == 1, out.stderr  # after every job ran: the failure is visible
+    assert (tmp_path / "sweep" / "1" / "metrics.json").exists()
+    assert "n_tasks=3 is invalid" in (tmp_path / "sweep" / "0" / "error.txt").read_text()
+    assert "clrun: 1 of 2 jobs have no result" in out.stderr
+    ok = run_cli("-m", "hydra.sweep.dir=sweep_ok", "seed=1,2", *FAST, cwd=tmp_path)
+    assert ok.returncode == 0 and "have no result" not in ok.stderr
 
 
 @pytest.mark.usefixtures("fmnist_available")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import sysconfig
 import venv
 from pathlib import Path
 
@@ -25,9 +26,15 @@ def test_wheel_install_into_a_fresh_venv_runs_clrun(tmp_path):
                     str(REPO)], check=True, capture_output=True, timeout=600)
     wheel = next(wheels.glob("clrun-*.whl"))
     env_dir = tmp_path / "venv"
-    # The venv sees this interpreter's packages (torch, Lightning, ...) but gets its own clrun.
-    venv.EnvBuilder(system_site_packages=True, with_pip=True).create(env_dir)
+    venv.EnvBuilder(with_pip=True).create(env_dir)
     python = env_dir / "bin" / "python"
+    # The new venv gets its own clrun but borrows this environment's dependencies (torch,
+    # Lightning, ...) through a .pth line; the editable clrun here is not activated by it.
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()"
+                           "['purelib'])"], capture_output=True, text=True, check=True)
+    borrowed = {sysconfig.get_paths()[k] for k in ("purelib", "platlib")}
+    (Path(site.stdout.strip()) / "borrowed_dependencies.pth").write_text(
+        "\n".join(sorted(borrowed)) + "\n")
     subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "-q", str(wheel)],
                    check=True, capture_output=True, timeout=600)
     where = subprocess.run([str(python), "-c", "from clrun.paths import config_dir; "

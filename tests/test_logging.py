@@ -42,3 +42,17 @@ def test_plots_and_tensorboard_are_written(tmp_path):
         data = (tmp_path / "run" / name).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 5000
     assert list((tmp_path / "run" / "tensorboard").rglob("events.out.tfevents.*"))
+
+
+def test_plots_are_titled_and_curves_start_where_a_task_is_learned():
+    from clrun.plots import curves_figure, heatmap_figure
+
+    matrix = [[90.0, 0.0, 0.0], [40.0, 95.0, 0.0], [30.0, 50.0, 97.0]]
+    title = "scenario=s strategy=ewc seed=1  ACC 59.00"
+    curves = curves_figure(matrix, title)
+    axes = curves.axes[0]
+    assert axes.get_title() == title
+    assert [list(line.get_xdata()) for line in axes.get_lines()] == [[0, 1, 2], [1, 2], [2]]
+    legend = axes.get_legend()
+    assert legend.get_bbox_to_anchor().x0 > axes.bbox.x1 - 1  # beside the axes, not on the data
+    assert heatmap_figure(matrix, title).axes[0].get_title() == title

@@ -95,3 +95,53 @@ def test_reproduce_runs_the_sweep_and_prints_the_table(tmp_path, monkeypatch, ca
     out = capsys.readouterr().out
     assert code == 0
     assert "| sgd |" in out and "19.91 ± 0.01" in out  # ours beside the paper's class-IL cell
+
+
+def test_sweep_table_in_latex_and_a_misspelled_metric(tmp_path, capsys):
+    write_job(tmp_path, 0, ["strategy=ewc", "seed=1"], acc=80.0)
+    write_job(tmp_path, 1, ["strategy=si", "seed=1"], acc=70.0)
+    assert main([str(tmp_path), "--format", "latex"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(r"\begin{tabular}") and r"ewc & 80.00 & 1 &  \\" in out
+    assert main([str(tmp_path), "--metric", "acc_"]) == 2
+    assert "no job recorded the metric 'acc_'; did you mean acc?" in capsys.readouterr().err
+
+
+def test_reproduce_help_lists_the_experiments(capsys):
+    from clrun.reproduce import main as reproduce
+
+    assert reproduce(["--help"]) == 0
+    assert "experiments: intercontinet_fmnist, replay_fmnist" in capsys.readouterr().out
+    assert reproduce(["intercontinet"]) == 2
+    assert "unknown experiment 'intercontinet'" in capsys.readouterr().err
+
+
+def test_plots_draw_the_sweep_and_the_paper_table(tmp_path, capsys):
+    sweep, paper = tmp_path / "sweep", tmp_path / "paper"
+    matrix = [[90.0, 0.0], [40.0, 95.0]]
+    for seed in (1, 2):
+        for num, strategy in enumerate(("naive", "ewc")):
+            write_job(sweep, 2 * seed + num, [f"strategy={strategy}", f"seed={seed}"], acc=67.5)
+            write_job(paper, 2 * seed + num, [f"row=intercontinet_{strategy}", f"seed={seed}"],
+                      acc=67.5, row=f"intercontinet_{'sgd' if num == 0 else 'ewc'}")
+    for job in [*sweep.iterdir(), *paper.iterdir()]:
+        metrics = json.loads((job / "metrics.json").read_text())
+        (job / "metrics.json").write_text(json.dumps({**metrics, "accuracy_matrix": matrix}))
+    assert main([str(sweep), "--plots"]) == 0
+    report_md = (sweep / "report.md").read_text()
+    assert "| naive | 67.50 ± 0.00 | 2 |" in report_md
+    for name in ("acc_over_tasks", "final_per_task", "accuracy_matrices"):
+        assert f"![{name}]({name}.png)" in report_md
+        assert (sweep / f"{name}.png").read_bytes().startswith(b"\x89PNG")
+    out = tmp_path / "elsewhere"
+    assert main([str(paper), "--plots", "--out", str(out)]) == 0
+    assert "![paper_comparison](paper_comparison.png)" in (out / "report.md").read_text()
+    assert (out / "accuracy_matrices.png").is_file()
+    assert "report: " in capsys.readouterr().err
+
+
+def test_seen_average_of_a_matrix_and_of_joint_training():
+    from clrun.report_plots import seen_average
+
+    assert seen_average([[90.0, 0.0], [40.0, 95.0]]) == [90.0, 67.5]
+    assert seen_average([[80.0, 90.0]]) == [85.0]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -51,3 +54,58 @@ def test_resume_with_another_model_is_one_line(tmp_path):
                   "model.hidden_sizes=[8]", cwd=tmp_path)
     assert out.returncode == 2 and "the checkpoint does not fit this model" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def wait_for_checkpoint(path, stages: int, timeout: float = 300) -> None:  # noqa: ANN001
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if path.is_file() and torch.load(path, weights_only=True)["stages_done"] >= stages:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no checkpoint with {stages} stages at {path}")
+
+
+@pytest.mark.slow
+def test_ctrl_c_says_what_is_saved_and_the_printed_command_resumes_logs_and_wandb(tmp_path):
+    args = ["strategy=ewc", "trainer.max_epochs=40", "logger=[csv,wandb]", "seed=3"]
+    env = {**os.environ, "WANDB_MODE": "offline", "HOME": str(tmp_path)}
+    env.pop("WANDB_API_KEY", None)
+    process = subprocess.Popen([sys.executable, "-m", "clrun.cli", "hydra.run.dir=run", *args],
+                               cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    wait_for_checkpoint(tmp_path / "run" / "checkpoints" / "checkpoint.pt", 1)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    message = next(line for line in stderr.splitlines() if "interrupted" in line)
+    match = re.fullmatch(r"clrun: interrupted during task (\d); tasks 0\.\.(\d) are saved; "
+                         r"resume with: (clrun .*)", message)
+    assert match and int(match.group(2)) == int(match.group(1)) - 1, message
+    command = shlex.split(match.group(3))
+    assert command[-2:] == ["resume=true", f"hydra.run.dir={tmp_path / 'run'}"]
+    assert command[1:-2] == args
+
+    resumed = subprocess.run([sys.executable, "-m", "clrun.cli", *command[1:]], cwd=tmp_path,
+                             env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    with open(tmp_path / "run" / "logs" / "metrics.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    evaluated = [int(r["task"]) for r in rows if r.get("eval/acc_task_0")]
+    assert evaluated == [0, 1, 2, 3, 4]  # rows of the tasks before the interrupt are kept once
+    runs = sorted((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and len({r.name.rsplit("-", 1)[1] for r in runs}) == 1  # one W&B id
+
+
+def test_resume_without_a_checkpoint_is_refused_unless_auto(tmp_path):
+    refused = run_cli("hydra.run.dir=typo", "resume=true", "logger=none", cwd=tmp_path)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert refused.stderr.startswith("clrun: error: resume=true, but there is no checkpoint at")
+    assert "use resume=auto" in refused.stderr
+    assert not (tmp_path / "typo" / "metrics.json").exists()
+    fresh = run_cli("hydra.run.dir=new", "resume=auto", "trainer.max_epochs=1", "logger=none",
+                    cwd=tmp_path)
+    assert fresh.returncode == 0, fresh.stderr[-2000:]
+    assert "no checkpoint at" in fresh.stderr and "starting from task 0 (resume=auto)" in \
+        fresh.stderr
+    bad = run_cli("hydra.run.dir=new", "resume=maybe", "logger=none", cwd=tmp_path)
+    assert bad.returncode == 2 and "resume='maybe' is invalid" in bad.stderr

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from clrun.errors import ConfigError
+from clrun.instantiate import config_target
 from clrun.models.net import ContinualNet, HeadFactory, check_widths
 
 Bounds = tuple[Tensor, Tensor, Tensor]  # lower, middle, upper
@@ -191,6 +192,7 @@ class IntervalNet(ContinualNet):
             layer.freeze_task()
 
 
+@config_target
 def interval_mlp(input_shape: tuple[int, ...], head_sizes: list[int],
                  hidden_sizes: tuple[int, ...] = (400, 400), max_radius: float = 1.0,
                  scale_init: float = 5.0, normalize_shift: bool = False) -> IntervalNet:

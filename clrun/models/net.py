@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from clrun.errors import ConfigError
+from clrun.instantiate import config_target
 
 HeadFactory = Callable[[int, int], nn.Module]
 
@@ -59,6 +60,7 @@ def check_widths(key: str, widths: tuple[int, ...] | list[int]) -> None:
             raise ConfigError(key, list(widths), "every width must be a positive integer")
 
 
+@config_target
 def mlp(input_shape: tuple[int, ...], head_sizes: list[int],
         hidden_sizes: tuple[int, ...] = (400, 400)) -> ContinualNet:
     """Flatten, then Linear+ReLU per hidden size (van de Ven's and InterContiNet's MLP)."""
@@ -71,6 +73,7 @@ def mlp(input_shape: tuple[int, ...], head_sizes: list[int],
     return ContinualNet(nn.Sequential(*layers), width, list(head_sizes))
 
 
+@config_target
 def convnet(input_shape: tuple[int, ...], head_sizes: list[int],
             channels: tuple[int, ...] = (32, 64), hidden_size: int = 256) -> ContinualNet:
     """Conv(3x3)+ReLU+MaxPool(2) per channel count, then one hidden linear layer."""

@@ -12,6 +12,7 @@ from pathlib import Path
 from torch import Tensor
 
 from clrun.errors import ConfigError
+from clrun.instantiate import config_target
 from clrun.scenarios.base import InputPipeline, Scenario
 from clrun.scenarios.cifar import MEAN_STD, load_cifar
 from clrun.scenarios.dirichlet import dirichlet_scenario
@@ -40,6 +41,7 @@ def _load(dataset: str, data_dir: str, download: bool) -> dict[str, tuple[Tensor
     return load_cifar(dataset, Path(data_dir), download)
 
 
+@config_target
 def split(dataset: str, name: str, data_dir: str, seed: int, setting: str = "class",
           n_tasks: int = 5, class_order: str = "fixed", first_task_classes: int | None = None,
           val_fraction: float = 0.0, download: bool = False, normalize: bool = False,
@@ -51,6 +53,7 @@ def split(dataset: str, name: str, data_dir: str, seed: int, setting: str = "cla
                           first_task_classes, val_fraction)
 
 
+@config_target
 def permuted(dataset: str, name: str, data_dir: str, seed: int, setting: str = "domain",
              n_tasks: int = 10, first_identity: bool = True, download: bool = False,
              normalize: bool = False, **_: object) -> Scenario:
@@ -63,6 +66,7 @@ def permuted(dataset: str, name: str, data_dir: str, seed: int, setting: str = "
                                 _pipeline(dataset, normalize, 0, False))
 
 
+@config_target
 def rotated(dataset: str, name: str, data_dir: str, seed: int, angles: list[float],
             n_tasks: int, setting: str = "domain", download: bool = False,
             normalize: bool = False, **_: object) -> Scenario:
@@ -76,10 +80,12 @@ def rotated(dataset: str, name: str, data_dir: str, seed: int, angles: list[floa
                                 _pipeline(dataset, normalize, 0, False))
 
 
+@config_target
 def dirichlet(dataset: str, name: str, data_dir: str, seed: int, setting: str = "class",
               n_tasks: int = 5, alpha: float = 1.0, download: bool = False,
-              normalize: bool = False, **_: object) -> Scenario:
+              normalize: bool = False, crop_padding: int = 0, horizontal_flip: bool = False,
+              **_: object) -> Scenario:
     """Dirichlet class-to-task split with concentration `alpha`."""
     data = _load(dataset, data_dir, download)
     return dirichlet_scenario(name, data["train"], data["test"], setting, n_tasks, alpha, seed,
-                              _pipeline(dataset, normalize, 0, False))
+                              _pipeline(dataset, normalize, crop_padding, horizontal_flip))
