@@ -139,15 +139,21 @@ def check_metric(records: list[JobRecord], metric: str) -> None:
                      f"{', '.join(known)})")
 
 
+GENERATIVE = ("fid", "precision", "recall")
+
+
 def sweep_rows(records: list[JobRecord], metric: str = "acc"
                ) -> tuple[list[str], list[list[str]]]:
-    """Header and rows: one row per combination of swept keys, mean ± std over seeds."""
+    """Header and rows: one row per combination of swept keys, mean ± std over seeds; a
+    generator's FID, precision and recall beside the metric when jobs recorded them."""
     keys = swept_keys(records)
+    extra = [m for m in GENERATIVE if m != metric and m in scalar_metrics(records)]
     rows = []
     for values, cell in group(records, keys, metric).items():
         failures = "; ".join(f"{r.path.name}: {r.summary}" for r in cell.failed)
-        rows.append([*values, cell.describe(), str(len(cell.values)), failures])
-    return [*keys, metric, "runs", "failed"], rows
+        scores = [group(cell.done, [], m)[()].describe() for m in extra]
+        rows.append([*values, cell.describe(), *scores, str(len(cell.values)), failures])
+    return [*keys, metric, *extra, "runs", "failed"], rows
 
 
 def sweep_table(records: list[JobRecord], metric: str = "acc") -> str:
@@ -165,7 +171,9 @@ def latex_escape(text: str) -> str:
 def sweep_latex(records: list[JobRecord], metric: str = "acc") -> str:
     """The sweep table as a LaTeX tabular (booktabs)."""
     header, rows = sweep_rows(records, metric)
-    lines = [r"\begin{tabular}{" + "l" * (len(header) - 3) + "rrl}", r"\toprule",
+    keys = len(swept_keys(records))
+    lines = [r"\begin{tabular}{" + "l" * keys + "r" * (len(header) - keys - 1) + "l}",
+             r"\toprule",
              " & ".join(latex_escape(h) for h in header) + r" \\", r"\midrule"]
     lines += [" & ".join(latex_escape(cell) for cell in row) + r" \\" for row in rows]
     return "\n".join([*lines, r"\bottomrule", r"\end{tabular}"])

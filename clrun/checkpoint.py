@@ -26,17 +26,16 @@ FILENAME = "checkpoint.pt"
 def save_checkpoint(loop: TaskLoop, path: Path) -> None:
     """Write atomically, so a kill during the write leaves the previous checkpoint intact."""
     module = loop.module
-    optimizer = module._optimizer
     state = {
         "stages_done": len(loop.matrix),
         "matrix": loop.matrix,
         "initial": loop.initial,
         "model": module.net.state_dict(),
-        "optimizer": (optimizer.state_dict()
-                      if optimizer is not None and not module.reset_optimizer else None),
+        "optimizer": module.kept_optimizer.state_dict(),
         "plugins": [plugin.state_dict() for plugin in loop.plugins],
         "rng": torch.get_rng_state(),
         "wandb_id": wandb_run_id(loop.loggers),
+        "generative": loop.generative.state_dict() if loop.generative is not None else None,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -61,12 +60,14 @@ def restore(loop: TaskLoop, state: dict[str, Any]) -> int:
     except RuntimeError as error:
         raise ClrunError(f"the checkpoint does not fit this model ({str(error).splitlines()[0]});"
                          " resume with the same config, or start a new run directory") from None
-    module.pending_optimizer_state = state["optimizer"]
+    module.kept_optimizer.load_state_dict(state["optimizer"])
     if len(state["plugins"]) != len(loop.plugins):
         raise ClrunError("the checkpoint was written with a different list of strategy plugins; "
                          "resume with the same config")
     for plugin, plugin_state in zip(loop.plugins, state["plugins"], strict=True):
         plugin.load_state_dict(plugin_state)
+    if loop.generative is not None and state.get("generative") is not None:
+        loop.generative.load_state_dict(state["generative"])
     loop.matrix = [list(row) for row in state["matrix"]]
     loop.initial = list(state["initial"])
     torch.set_rng_state(state["rng"])

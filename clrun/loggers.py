@@ -145,6 +145,31 @@ def log_task_row(loggers: list[Any], task: int, row: list[float]) -> None:
         logger.log_metrics(metrics, step=task)
 
 
+def log_task_scores(loggers: list[Any], task: int, scores: dict[str, list[float | None]]
+                    ) -> None:
+    """After training task `task`: the generator's FID/precision/recall on each seen task."""
+    metrics: dict[str, float] = {"task": task}
+    for name, row in scores.items():
+        metrics.update({f"generative/{name}_task_{j}": v for j, v in enumerate(row)
+                        if v is not None})
+    for logger in loggers:
+        logger.log_metrics(metrics, step=task)
+
+
+def log_image(loggers: list[Any], key: str, path: Path, step: int) -> None:
+    """A picture (a sample grid) for the loggers that show images: W&B and TensorBoard."""
+    from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
+
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_image(key, images=[str(path)], step=step)
+        elif isinstance(logger, TensorBoardLogger):
+            import matplotlib.image
+
+            image = matplotlib.image.imread(path)[..., :3]
+            logger.experiment.add_image(key, image, step, dataformats="HWC")
+
+
 def log_final(loggers: list[Any], matrix: list[list[float]], summary: dict[str, Any],
               images: list[Path]) -> None:
     """The accuracy matrix as a table, the plots, and the final metrics; then flush to disk."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytorch_lightning as pl
 import torch
@@ -17,11 +17,15 @@ from lightning_fabric.utilities.exceptions import MisconfigurationException
 
 from clrun.checkpoint import restore, save_checkpoint
 from clrun.errors import ClrunError, Interrupted
-from clrun.loggers import log_task_row
+from clrun.loggers import log_image, log_task_row, log_task_scores
 from clrun.module import ContinualModule
 from clrun.plugin import StrategyPlugin
 from clrun.progress import TaskProgressBar
-from clrun.scenarios.base import Scenario, Split, Task
+
+if TYPE_CHECKING:
+    from clrun.generative_metrics.evaluation import GenerativeEvaluation
+    from clrun.generators.base import Generator
+from clrun.scenarios.base import InputPipeline, Scenario, Split, Task
 from clrun.scenarios.batches import TensorBatches
 
 STREAMS = ("sequential", "cumulative", "joint")
@@ -55,11 +59,13 @@ class LoopSettings:
     trainer_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
-def check_ranks_agree(trainer: pl.Trainer, row: list[float]) -> None:
-    """Under DDP every rank evaluates; their accuracies must match, or plugin state diverged."""
+def check_ranks_agree(trainer: pl.Trainer, row: list[float], what: str = "accuracy row"
+                      ) -> None:
+    """Under DDP every rank evaluates (and holds its own generator); their accuracies (and
+    weights) must match, or plugin state diverged."""
     rows = trainer.strategy.all_gather(torch.tensor(row, device=trainer.strategy.root_device))
     if not torch.equal(rows.min(dim=0).values, rows.max(dim=0).values):
-        raise RuntimeError(f"DDP ranks disagree on the accuracy row: {rows.tolist()}; a plugin "
+        raise RuntimeError(f"DDP ranks disagree on the {what}: {rows.tolist()}; a plugin "
                            "keeps rank-dependent state")
 
 
@@ -77,6 +83,9 @@ class _TaskBoundary(pl.Callback):
             check_ranks_agree(trainer, row)
         self.loop.matrix.append(row)
         log_task_row(self.loop.loggers, len(self.loop.matrix) - 1, row)
+        if self.loop.generative is not None:
+            scores = self.loop.generative.after_stage(self.loop, trainer.is_global_zero)
+            log_task_scores(self.loop.loggers, len(self.loop.matrix) - 1, scores)
         if self.loop.checkpoint_path is not None and trainer.is_global_zero:
             save_checkpoint(self.loop, self.loop.checkpoint_path)
 
@@ -85,12 +94,15 @@ class TaskLoop:
     """Drives the stages; `matrix` and `initial` hold the accuracies as they are measured.
 
     Plugins read the loop's state: `scenario`, `module`, `task` (the stage being trained),
-    `trainer` (this stage's Trainer), `device` and `matrix`.
+    `trainer` (this stage's Trainer), `device` and `matrix`, and train generators with
+    `fit_generator`. `generative` scores a generator after every stage.
     """
 
     def __init__(self, scenario: Scenario, module: ContinualModule,
                  plugins: list[StrategyPlugin], settings: LoopSettings,
-                 loggers: list[Any] | None = None, checkpoint_path: Path | None = None) -> None:
+                 loggers: list[Any] | None = None, checkpoint_path: Path | None = None,
+                 generative: GenerativeEvaluation | None = None) -> None:
+        self.generative = generative
         self.scenario = scenario
         self.module = module
         self.plugins = plugins
@@ -107,19 +119,44 @@ class TaskLoop:
     def n_stages(self) -> int:
         return stage_count(self.scenario, self.settings.stream)
 
-    def make_trainer(self) -> pl.Trainer:
+    def make_trainer(self, callbacks: list[pl.Callback] | None = None,
+                     **overrides: Any) -> pl.Trainer:
         """A fresh Trainer: a finished one would train nothing on a second `fit`; ordinary
-        callbacks (the progress bar) are fresh too, while plugins persist."""
-        callbacks = [*self.plugins, _TaskBoundary(self)]
+        callbacks (the progress bar) are fresh too, while plugins persist. By default the
+        classifier's (plugins and the task boundary as callbacks)."""
+        if callbacks is None:
+            callbacks = [*self.plugins, _TaskBoundary(self)]
         if self.settings.trainer_kwargs.get("enable_progress_bar"):
             callbacks.append(TaskProgressBar(self))
         try:
             return pl.Trainer(callbacks=callbacks, logger=self.loggers or False,
                               enable_checkpointing=False, enable_model_summary=False,
-                              num_sanity_val_steps=0, **self.settings.trainer_kwargs)
+                              num_sanity_val_steps=0,
+                              **{**self.settings.trainer_kwargs, **overrides})
         except MisconfigurationException as error:
             raise ClrunError(f"Lightning refuses the trainer settings: "
                              f"{str(error).splitlines()[0]}") from None
+
+    def fit_generator(self, generator: Generator, task: Task) -> None:
+        """Train `generator` on `task`'s training data (unit-space images, natural classes)
+        with its own budget and batch size, by its own Trainer on the classifier's
+        accelerator, precision and DDP strategy."""
+        data = Split(task.train.x, self.scenario.natural_of(task, task.train.y), task.train.task)
+        strategy = self.trainer.strategy  # the stage's: rank and world size of this run
+        batches = TensorBatches(data, InputPipeline(scale=self.scenario.pipeline.scale),
+                                generator.batch_size, shuffle=True,
+                                drop_last=self.settings.drop_last,
+                                seed=self.settings.seed * 1000 + 500 + task.index,
+                                rank=strategy.global_rank, world_size=strategy.world_size)
+        trainer = self.make_trainer(callbacks=[], **generator.training_budget(len(batches)),
+                                    **generator.trainer_overrides(strategy.world_size))
+        self._interruptible(trainer, generator, batches, task.index)
+        if trainer.world_size > 1:
+            check_ranks_agree(trainer, [float(p.double().sum()) for p in generator.parameters()],
+                              "generator's weights")
+
+    def log_image(self, key: str, path: Path, step: int) -> None:
+        log_image(self.loggers, key, path, step)
 
     def evaluate(self) -> list[float]:
         """Test accuracy (%) on every task of the scenario, seen and unseen."""
@@ -167,11 +204,15 @@ class TaskLoop:
         return self.matrix
 
     def fit(self, split: Split, number: int) -> None:
-        """Train stage `number`; Ctrl-C (Lightning ends it with exit code 1) becomes
-        `Interrupted`, so the CLI can say what is saved."""
+        self._interruptible(self.trainer, self.module, self.batches(split), number)
+
+    def _interruptible(self, trainer: pl.Trainer, module: pl.LightningModule,
+                       batches: TensorBatches, number: int) -> None:
+        """`trainer.fit` during stage `number`; Ctrl-C (Lightning ends it with exit code 1)
+        becomes `Interrupted`, so the CLI can say what is saved."""
         try:
-            self.trainer.fit(self.module, train_dataloaders=self.batches(split))
+            trainer.fit(module, train_dataloaders=batches)
         except (KeyboardInterrupt, SystemExit) as stop:
-            if isinstance(stop, KeyboardInterrupt) or self.trainer.interrupted:
+            if isinstance(stop, KeyboardInterrupt) or trainer.interrupted:
                 raise Interrupted(number, self.checkpoint_path) from None
             raise

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from clrun.errors import ConfigError
 from clrun.models.net import ContinualNet
+from clrun.optim import KeptOptimizer, OptimizerFactory
 from clrun.plugin import StrategyPlugin, overrides
 from clrun.scenarios.base import InputPipeline, Split
 from clrun.scenarios.batches import Batch
-
-OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
 
 class ContinualModule(pl.LightningModule):
@@ -30,16 +27,13 @@ class ContinualModule(pl.LightningModule):
                  active_units: str = "all") -> None:
         super().__init__()
         self.net = net
-        self.optimizer_factory = optimizer_factory
+        self.kept_optimizer = KeptOptimizer(optimizer_factory, reset_optimizer)
         self.setting = setting
-        self.reset_optimizer = reset_optimizer
         self.current_task = 0
         # "seen": in training, output units of classes not seen yet are masked out (van de Ven's
         # class-IL); "all": every unit takes part (InterContiNet).
         self.active_units = active_units
         self.train_unit_mask: Tensor | None = None
-        self._optimizer: torch.optim.Optimizer | None = None
-        self.pending_optimizer_state: dict | None = None  # set when resuming a checkpoint
         self._extenders = [p for p in plugins if overrides(p, "extend_batch")]
         self._penalizers = [p for p in plugins if overrides(p, "penalty")]
         self._predictors = [p for p in plugins if overrides(p, "predict")]
@@ -132,18 +126,7 @@ class ContinualModule(pl.LightningModule):
             self.log("task", float(self.current_task))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        params = [p for p in self.parameters() if p.requires_grad]
-        if self._optimizer is None or self.reset_optimizer:
-            self._optimizer = self.optimizer_factory(params)
-            if self.pending_optimizer_state is not None:
-                self._optimizer.load_state_dict(self.pending_optimizer_state)
-                self.pending_optimizer_state = None
-            return self._optimizer
-        known = {id(p) for group in self._optimizer.param_groups for p in group["params"]}
-        new = [p for p in params if id(p) not in known]
-        if new:
-            self._optimizer.add_param_group({"params": new})
-        return self._optimizer
+        return self.kept_optimizer.get([p for p in self.parameters() if p.requires_grad])
 
     @torch.no_grad()
     def scores(self, x: Tensor, task: Tensor) -> Tensor:

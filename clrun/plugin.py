@@ -18,6 +18,9 @@ cost nothing per step.
 | after every step             | Lightning's `on_train_batch_end`                       |
 | end of task (model on device)| `on_task_end(loop, task)`: importances, buffers, generators |
 | replace prediction           | `predict(module, x, task) -> scores | None`            |
+| add modules to the network   | `extend_model(module, scenario)` (once, before resume) |
+| receive `generator=...`      | `uses_generator = True`, `attach_generator(generator)` |
+| be scored as a generator     | `sampler() -> Sampler | None` (after every task)       |
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from torch import Tensor
 from clrun.scenarios.base import SETTINGS
 
 if TYPE_CHECKING:
+    from clrun.generative_metrics.scores import Sampler
+    from clrun.generators.base import Generator
     from clrun.loop import TaskLoop
     from clrun.module import ContinualModule
     from clrun.scenarios.base import Scenario, Split, Task
@@ -41,6 +46,8 @@ class StrategyPlugin(pl.Callback):
 
     #: settings the method is defined for; others are refused before training.
     supported_settings: tuple[str, ...] = SETTINGS
+    #: whether the method needs the config's `generator` (given to `attach_generator`)
+    uses_generator: bool = False
 
     def check(self, scenario: Scenario) -> None:
         """Raise a `ClrunError` if the method cannot run on this scenario."""
@@ -50,6 +57,17 @@ class StrategyPlugin(pl.Callback):
             raise ConfigError("scenario.setting", scenario.setting,
                               f"{type(self).__name__} supports only "
                               + ", ".join(self.supported_settings))
+
+    def attach_generator(self, generator: Generator) -> None:
+        """Receive the generator built from `generator=...` (when `uses_generator`)."""
+
+    def extend_model(self, module: ContinualModule, scenario: Scenario) -> None:
+        """Once, after the network is built and before a checkpoint is restored into it: add
+        the modules the method needs (a decoder, columns), so a resumed run finds them."""
+
+    def sampler(self) -> Sampler | None:
+        """The generator whose samples are drawn and scored after every task, if any."""
+        return None
 
     def on_task_start(self, loop: TaskLoop, task: Task) -> None:
         """Before `fit` on `task`: snapshot a teacher, grow the model, prepare a buffer."""

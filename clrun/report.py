@@ -48,9 +48,15 @@ def plain_table(rows: list[list[str]]) -> str:
 
 def summary_lines(result: RunResult) -> list[str]:
     m = result.metrics
-    return [f"ACC {_fmt(m.acc)}  BWT {_fmt(m.bwt)}  FWT {_fmt(m.fwt)}  "
-            f"forgetting {_fmt(m.forgetting)}",
-            f"results: {result.run_dir}/metrics.json"]
+    lines = [f"ACC {_fmt(m.acc)}  BWT {_fmt(m.bwt)}  FWT {_fmt(m.fwt)}  "
+             f"forgetting {_fmt(m.forgetting)}"]
+    if result.generative is not None:
+        g = result.generative_means()
+        lines.append(f"generator after the last task (mean over tasks): FID {_fmt(g['fid'])}  "
+                     f"precision {_fmt(g['precision'])}  recall {_fmt(g['recall'])}  "
+                     f"(feature net test accuracy {result.generative['feature_net']['test_acc']}"
+                     f"; grids in {result.run_dir}/samples)")
+    return [*lines, f"results: {result.run_dir}/metrics.json"]
 
 
 def print_summary(result: RunResult, stream: TextIO | None = None) -> None:

@@ -20,10 +20,24 @@ class RunResult:
     metrics: ContinualMetrics
     run_dir: Path
     config: dict = field(default_factory=dict)
+    # the generator's task matrices (fid, precision, recall) and feature net, when scored
+    generative: dict | None = None
+
+    def generative_means(self) -> dict[str, float | None]:
+        """FID, precision and recall after the last task, averaged over the tasks."""
+        if self.generative is None:
+            return {}
+        means = {}
+        for name in ("fid", "precision", "recall"):
+            values = [v for v in self.generative[name][-1] if v is not None]
+            means[name] = sum(values) / len(values) if values else None
+        return means
 
     def to_dict(self) -> dict:
-        return {**self.metrics.to_dict(), "accuracy_matrix": self.matrix,
-                "initial_acc": self.initial, "config": self.config}
+        extra = {"generative": self.generative} if self.generative is not None else {}
+        return {**self.metrics.to_dict(), **self.generative_means(),
+                "accuracy_matrix": self.matrix, "initial_acc": self.initial,
+                "config": self.config, **extra}
 
 
 def write_atomic(path: Path, text: str) -> None:

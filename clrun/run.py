@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from clrun.checkpoint import FILENAME, load_checkpoint
 from clrun.errors import ClrunError, ConfigError, Interrupted
+from clrun.generative_metrics.evaluation import generative_evaluation
 from clrun.instantiate import build
 from clrun.loggers import Resumed, build_loggers, finish, log_final
 from clrun.loop import LoopSettings, TaskLoop
@@ -56,6 +57,25 @@ def build_plugins(strategy: DictConfig) -> list[StrategyPlugin]:
                               "must name a clrun StrategyPlugin subclass")
         plugins.append(plugin)
     return plugins
+
+
+def attach_generator(cfg: DictConfig, choices: dict[str, str] | None, scenario: Any,
+                     plugins: list[StrategyPlugin]) -> None:
+    """Build `generator=...` for the input shape and natural classes of the scenario and give
+    it to the plugins that use one; a generator no plugin uses is a mistake."""
+    node = cfg.get("generator")
+    if node is None:
+        return
+    users = [p for p in plugins if p.uses_generator]
+    if not users:
+        name = (choices or {}).get("generator") or node.get("_target_")
+        raise ConfigError("generator", name, f"strategy={strategy_label(cfg, choices)} uses "
+                          "no generator; drop generator=... or choose a generative strategy "
+                          "(dgr, dgr_distill, rtf)")
+    generator = build(node, "generator", input_shape=scenario.input_shape,
+                      n_classes=scenario.n_natural)
+    for plugin in users:
+        plugin.attach_generator(generator)
 
 
 def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
@@ -149,6 +169,7 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None,
     net = build(cfg.model, "model", input_shape=scenario.input_shape,
                 head_sizes=scenario.head_sizes)
     plugins = build_plugins(cfg.strategy)
+    attach_generator(cfg, choices, scenario, plugins)
     for plugin in plugins:
         plugin.check(scenario)
     optimizer_factory = build(cfg.optimizer, "optimizer")
@@ -156,6 +177,8 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None,
     module = ContinualModule(net, optimizer_factory, plugins, scenario.setting,
                              reset_optimizer=cfg.train.reset_optimizer,
                              active_units=cfg.train.get("active_units", "all"))
+    for plugin in plugins:
+        plugin.extend_model(module, scenario)
     settings = LoopSettings(stream=cfg.strategy.get("stream", "sequential"),
                             batch_size=batch_size(cfg),
                             eval_batch_size=cfg.train.eval_batch_size,
@@ -169,8 +192,11 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None,
                             resumed=Resumed.of(state))
     failed = True
     try:
+        generative = generative_evaluation(cfg.metrics.generative, cfg.metrics, plugins,
+                                           scenario, data_dir, run_dir, cfg.seed)
         loop = TaskLoop(scenario, module, plugins, settings, loggers,
-                        checkpoint_path=checkpoint if cfg.get("checkpoint", True) else None)
+                        checkpoint_path=checkpoint if cfg.get("checkpoint", True) else None,
+                        generative=generative)
         started = time.perf_counter()
         try:
             loop.run(state)
@@ -178,7 +204,8 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None,
             raise Interrupted(len(loop.matrix), loop.checkpoint_path) from None
         loop_seconds = time.perf_counter() - started
         result = RunResult(loop.matrix, loop.initial, compute_metrics(loop.matrix, loop.initial),
-                           run_dir, config_summary(cfg, choices))
+                           run_dir, config_summary(cfg, choices),
+                           generative.to_dict() if generative is not None else None)
         if loop.trainer is None or loop.trainer.is_global_zero:
             write_results(result)
             write_atomic(run_dir / "timing.json",

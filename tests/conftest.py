@@ -22,6 +22,9 @@ STRATEGY_OVERRIDES = {
     "latent_replay": ["strategy.plugins.latent_replay.latent_layer=2"],
     "interval": ["model=interval_mlp", "trainer.max_epochs=3",
                  "strategy.plugins.interval.contraction_epochs=1"],
+    "dgr": ["generator=gan", "metrics.prd.runs=1"],
+    "dgr_distill": ["generator=vae", "generator.conditional=true", "metrics.prd.runs=1"],
+    "rtf": ["generator=vae", "metrics.prd.runs=1"],
 }
 
 

@@ -12,9 +12,11 @@ from tests.conftest import read_metrics, run_cli
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["ewc", "er", "[si,lwf]"])
+@pytest.mark.parametrize("strategy", ["ewc", "er", "[si,lwf]", "dgr"])
 def test_ddp_cpu_two_task_run_agrees_on_both_ranks(tmp_path, strategy):
-    out = run_cli("hydra.run.dir=run", "trainer=ddp_cpu", f"strategy={strategy}",
+    # dgr: each rank's generator, trained under DDP, is compared after every task too
+    extra = ["generator=vae", "metrics.generative=false"] if strategy == "dgr" else []
+    out = run_cli("hydra.run.dir=run", "trainer=ddp_cpu", f"strategy={strategy}", *extra,
                   "scenario.n_tasks=2", "trainer.max_epochs=2", "logger=none", cwd=tmp_path)
     # every task's accuracy row is all-gathered and compared; a mismatch fails the run
     assert out.returncode == 0, out.stderr[-3000:]

@@ -78,7 +78,7 @@ class PullBias(StrategyPlugin):
 def test_penalty_is_added_to_the_loss_and_sees_the_current_task():
     plugin = PullBias()
     loop = make_loop([plugin], n_tasks=2, epochs=3)
-    loop.module.optimizer_factory = partial(torch.optim.SGD, lr=0.01)
+    loop.module.kept_optimizer.factory = partial(torch.optim.SGD, lr=0.01)
     loop.run()
     assert torch.allclose(loop.module.net.heads[0].bias, torch.full((10,), 5.0), atol=0.1)
     assert plugin.batch_tasks == {(0, 0), (1, 1)}
@@ -124,7 +124,7 @@ class FreezeBackbone(StrategyPlugin):
 def test_gradient_surgery_before_the_optimizer_step():
     plugin = FreezeBackbone()
     loop = make_loop([plugin], n_tasks=2, epochs=1)
-    loop.module.optimizer_factory = partial(torch.optim.SGD, lr=0.1)
+    loop.module.kept_optimizer.factory = partial(torch.optim.SGD, lr=0.1)
     before = [p.detach().clone() for p in loop.module.net.backbone.parameters()]
     head_before = loop.module.net.heads[0].weight.detach().clone()
     loop.run()

@@ -17,16 +17,21 @@ import torch
 from tests.conftest import run_cli
 
 ARGS = ("strategy=[ewc,lwf,er]", "trainer.max_epochs=40", "logger=none", "seed=3")
+# a generator strategy: the generator, its optimizer and the generative scores are restored
+GENERATIVE_ARGS = ("strategy=dgr", "generator=vae", "generator.hidden_sizes=[64]",
+                   "train.reset_optimizer=false", "trainer.max_epochs=15", "metrics.prd.runs=1",
+                   "logger=none", "seed=3")
 
 
 @pytest.mark.slow
-def test_sigkill_during_task_3_then_resume_gives_identical_metrics(tmp_path):
-    full = run_cli("hydra.run.dir=full", *ARGS, cwd=tmp_path)
+@pytest.mark.parametrize("args", [ARGS, GENERATIVE_ARGS], ids=["ewc_lwf_er", "dgr"])
+def test_sigkill_during_task_3_then_resume_gives_identical_metrics(tmp_path, args):
+    full = run_cli("hydra.run.dir=full", *args, cwd=tmp_path)
     assert full.returncode == 0, full.stderr
 
     env = {**os.environ, "WANDB_MODE": "disabled"}
     process = subprocess.Popen([sys.executable, "-m", "clrun.cli", "hydra.run.dir=killed",
-                                *ARGS], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                                *args], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     checkpoint = tmp_path / "killed" / "checkpoints" / "checkpoint.pt"
     deadline = time.time() + 300
@@ -40,7 +45,7 @@ def test_sigkill_during_task_3_then_resume_gives_identical_metrics(tmp_path):
     assert state["stages_done"] == 2, "the kill should land during task 3"
     assert not (tmp_path / "killed" / "metrics.json").exists()
 
-    resumed = run_cli("hydra.run.dir=killed", "resume=true", *ARGS, cwd=tmp_path)
+    resumed = run_cli("hydra.run.dir=killed", "resume=true", *args, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stderr
     assert (tmp_path / "killed" / "metrics.json").read_text() == \

@@ -43,13 +43,20 @@ class Split:
 
 @dataclass
 class Task:
-    """One step of the stream: the original classes it holds and its train/test(/val) data."""
+    """One step of the stream: the original classes it holds and its train/test(/val) data.
+
+    `natural` maps the setting's labels of this task to *natural classes*: the data set's own
+    classes (split, Dirichlet) or, for transformed streams, one class per (task, digit).
+    Generators are conditioned on them and feature nets trained on them, so they mean the same
+    in every setting and class order. None: the labels are the natural classes.
+    """
 
     index: int
     classes: tuple[int, ...]
     train: Split
     test: Split
     val: Split | None = None
+    natural: Tensor | None = None
 
 
 @dataclass
@@ -63,7 +70,15 @@ class InputPipeline:
     horizontal_flip: bool = False
 
     def __call__(self, x: Tensor, train: bool) -> Tensor:
-        x = x.float() * self.scale
+        return self.from_unit(self.to_unit(x), train)
+
+    def to_unit(self, x: Tensor) -> Tensor:
+        """Stored samples as floats in [0, 1]: the space generators model."""
+        return x.float() * self.scale
+
+    def from_unit(self, x: Tensor, train: bool) -> Tensor:
+        """Unit-space images (real or generated) as model inputs: normalised, and augmented in
+        training."""
         if self.mean is not None and self.std is not None:
             shape = (1, -1) + (1,) * (x.dim() - 2)
             mean = torch.tensor(self.mean, device=x.device).view(shape)
@@ -100,16 +115,30 @@ class Scenario:
     input_shape: tuple[int, ...]
     head_sizes: list[int]
     pipeline: InputPipeline = field(default_factory=InputPipeline)
+    #: what the union of the tasks' images is (e.g. "Fashion-MNIST"); keys cached feature nets
+    data_key: str = ""
 
     @property
     def n_tasks(self) -> int:
         return len(self.tasks)
 
+    def natural_of(self, task: Task, y: Tensor) -> Tensor:
+        """The natural classes of labels `y` of `task` (see `Task`)."""
+        return y if task.natural is None else task.natural.to(y.device)[y]
+
+    def natural_classes(self, tasks: list[Task]) -> Tensor:
+        """The sorted natural classes present in these tasks' training data."""
+        return torch.cat([self.natural_of(t, t.train.y).unique() for t in tasks]).unique()
+
+    @property
+    def n_natural(self) -> int:
+        return int(self.natural_classes(self.tasks).max()) + 1
+
     def to(self, device: torch.device | str) -> Scenario:
         tasks = [
             Task(t.index, t.classes, t.train.to(device), t.test.to(device),
-                 t.val.to(device) if t.val is not None else None)
+                 t.val.to(device) if t.val is not None else None, t.natural)
             for t in self.tasks
         ]
         return Scenario(self.name, self.setting, tasks, self.input_shape, self.head_sizes,
-                        self.pipeline)
+                        self.pipeline, self.data_key)

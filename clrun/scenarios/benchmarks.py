@@ -50,7 +50,7 @@ def split(dataset: str, name: str, data_dir: str, seed: int, setting: str = "cla
     data = _load(dataset, data_dir, download)
     return split_scenario(name, data["train"], data["test"], setting, n_tasks, class_order,
                           seed, _pipeline(dataset, normalize, crop_padding, horizontal_flip),
-                          first_task_classes, val_fraction)
+                          first_task_classes, val_fraction, data_key=dataset)
 
 
 @config_target
@@ -63,7 +63,9 @@ def permuted(dataset: str, name: str, data_dir: str, seed: int, setting: str = "
     perms = pixel_permutations(n_tasks, n_pixels, seed, first_identity)
     return transformed_scenario(name, data["train"], data["test"], setting,
                                 [permute(p) for p in perms],
-                                _pipeline(dataset, normalize, 0, False))
+                                _pipeline(dataset, normalize, 0, False),
+                                f"{dataset}-permuted-{n_tasks}-seed{seed}"
+                                + ("-identity" if first_identity else ""))
 
 
 @config_target
@@ -77,7 +79,8 @@ def rotated(dataset: str, name: str, data_dir: str, seed: int, angles: list[floa
     data = _load(dataset, data_dir, download)
     return transformed_scenario(name, data["train"], data["test"], setting,
                                 [rotate(a) for a in angles],
-                                _pipeline(dataset, normalize, 0, False))
+                                _pipeline(dataset, normalize, 0, False),
+                                f"{dataset}-rotated-" + "_".join(f"{a:g}" for a in angles))
 
 
 @config_target
@@ -88,4 +91,5 @@ def dirichlet(dataset: str, name: str, data_dir: str, seed: int, setting: str = 
     """Dirichlet class-to-task split with concentration `alpha`."""
     data = _load(dataset, data_dir, download)
     return dirichlet_scenario(name, data["train"], data["test"], setting, n_tasks, alpha, seed,
-                              _pipeline(dataset, normalize, crop_padding, horizontal_flip))
+                              _pipeline(dataset, normalize, crop_padding, horizontal_flip),
+                              data_key=dataset)

@@ -31,4 +31,5 @@ def split_digits(setting: str = "class", n_tasks: int = 5, class_order: str = "f
                              horizontal_flip=horizontal_flip)
     return split_scenario(
         "split_digits", (x[train_idx], y[train_idx]), (x[test_idx], y[test_idx]),
-        setting, n_tasks, class_order, seed, pipeline, first_task_classes, val_fraction)
+        setting, n_tasks, class_order, seed, pipeline, first_task_classes, val_fraction,
+        data_key="digits")

@@ -47,7 +47,7 @@ def _deal(x: Tensor, y: Tensor, shares: Tensor, seed: int) -> list[tuple[Tensor,
 
 def dirichlet_scenario(name: str, train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor],
                        setting: str, n_tasks: int, alpha: float, seed: int,
-                       pipeline: InputPipeline) -> Scenario:
+                       pipeline: InputPipeline, data_key: str = "") -> Scenario:
     """Tasks with overlapping classes; labels are the original classes in every setting."""
     if setting not in SETTINGS:
         raise ConfigError("scenario.setting", setting, "use one of: " + ", ".join(SETTINGS))
@@ -62,4 +62,4 @@ def dirichlet_scenario(name: str, train: tuple[Tensor, Tensor], test: tuple[Tens
                           Split(xt, yt, torch.full((len(yt),), t, dtype=torch.long)),
                           Split(xs, ys, torch.full((len(ys),), t, dtype=torch.long))))
     heads = [n_classes] * n_tasks if setting == "task" else [n_classes]
-    return Scenario(name, setting, tasks, tuple(train[0].shape[1:]), heads, pipeline)
+    return Scenario(name, setting, tasks, tuple(train[0].shape[1:]), heads, pipeline, data_key)

@@ -105,6 +105,7 @@ def split_scenario(
     pipeline: InputPipeline,
     first_task_classes: int | None = None,
     val_fraction: float = 0.0,
+    data_key: str = "",
 ) -> Scenario:
     """Build a class-split scenario from full train/test tensors (x in stored form, y in 0..C-1)."""
     if setting not in SETTINGS:
@@ -116,7 +117,9 @@ def split_scenario(
     for i, classes in enumerate(task_classes):
         full_train = _task_split(*train, classes, classes_order, setting, i)
         task_train, task_val = hold_out(full_train, val_fraction, seed + 7919 * (i + 1))
+        natural = torch.tensor(classes if setting in ("task", "domain") else classes_order)
         tasks.append(Task(i, tuple(classes), task_train,
-                          _task_split(*test, classes, classes_order, setting, i), task_val))
+                          _task_split(*test, classes, classes_order, setting, i), task_val,
+                          natural))
     return Scenario(name, setting, tasks, tuple(train[0].shape[1:]),
-                    head_sizes(setting, task_classes), pipeline)
+                    head_sizes(setting, task_classes), pipeline, data_key)

@@ -16,7 +16,8 @@ def _labels(y: Tensor, task: int, n_classes: int, setting: str) -> Tensor:
 
 
 def transformed_scenario(name: str, train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor],
-                         setting: str, transforms: list, pipeline: InputPipeline) -> Scenario:
+                         setting: str, transforms: list, pipeline: InputPipeline,
+                         data_key: str = "") -> Scenario:
     """One task per transform, applied once to the stored (uint8) images."""
     if setting not in SETTINGS:
         raise ConfigError("scenario.setting", setting, "use one of: " + ", ".join(SETTINGS))
@@ -26,11 +27,14 @@ def transformed_scenario(name: str, train: tuple[Tensor, Tensor], test: tuple[Te
         def split(x: Tensor, y: Tensor, t: int = t, transform=transform) -> Split:
             return Split(transform(x), _labels(y, t, n_classes, setting),
                          torch.full((len(y),), t, dtype=torch.long))
-        tasks.append(Task(t, tuple(range(n_classes)), split(*train), split(*test)))
+        natural = torch.arange(n_classes) + t * n_classes  # one class per (task, digit)
+        if setting == "class":
+            natural = torch.arange(n_classes * len(transforms))  # labels are t * C + digit
+        tasks.append(Task(t, tuple(range(n_classes)), split(*train), split(*test), None, natural))
     n_tasks = len(transforms)
     heads = {"task": [n_classes] * n_tasks, "domain": [n_classes],
              "class": [n_classes * n_tasks]}[setting]
-    return Scenario(name, setting, tasks, tuple(train[0].shape[1:]), heads, pipeline)
+    return Scenario(name, setting, tasks, tuple(train[0].shape[1:]), heads, pipeline, data_key)
 
 
 def pixel_permutations(n_tasks: int, n_pixels: int, seed: int, first_identity: bool

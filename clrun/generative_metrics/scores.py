@@ -1,0 +1,108 @@
+"""FID, precision and recall of a generator's samples against every seen task's test images.
+
+For task j the generator draws as many samples as task j has test images: a conditional
+generator for exactly the natural classes of those images; an unconditional one from a shared
+pool whose samples the feature net assigns to task j's classes (a sample of a class that
+several tasks hold counts for each). FID comes from torchmetrics' `FrechetInceptionDistance`
+with the feature net as its `feature` module; precision and recall from PRD on the same
+features.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+from torch import Tensor
+from torchmetrics.image.fid import FrechetInceptionDistance
+
+from clrun.generative_metrics.feature_net import FeatureExtractor, TrainedFeatureNet
+from clrun.generative_metrics.precision_recall import PRDSettings, precision_recall
+from clrun.scenarios.base import Scenario, Task
+
+MAX_POOLS = 20  # an unconditional generator gets this many pools to cover a task's classes
+
+
+class Sampler(Protocol):
+    """What generative metrics need of a generator (see `StrategyPlugin.sampler`)."""
+
+    conditional: bool
+
+    def sample(self, n: int, conditions: Tensor | None = None) -> Tensor: ...
+
+
+@dataclass
+class GenerativeScores:
+    """Task matrices (rows: after each stage; entries of unseen tasks are None)."""
+
+    fid: list[list[float | None]] = field(default_factory=list)
+    precision: list[list[float | None]] = field(default_factory=list)
+    recall: list[list[float | None]] = field(default_factory=list)
+
+    def append(self, row: dict[str, list[float | None]]) -> None:
+        for name in ("fid", "precision", "recall"):
+            getattr(self, name).append(row[name])
+
+    def to_dict(self) -> dict:
+        return {"fid": self.fid, "precision": self.precision, "recall": self.recall}
+
+
+def _batched_features(extractor: FeatureExtractor, x: Tensor) -> Tensor:
+    return torch.cat([extractor(x[i:i + 1024]) for i in range(0, len(x), 1024)])
+
+
+def _predicted_classes(net: TrainedFeatureNet, x: Tensor) -> Tensor:
+    return torch.cat([net.net(x[i:i + 1024]).argmax(1) for i in range(0, len(x), 1024)])
+
+
+def samples_for_tasks(sampler: Sampler, scenario: Scenario, tasks: list[Task],
+                      net: TrainedFeatureNet, device: torch.device) -> list[Tensor]:
+    """Generated unit-space images for each task, as many as its test images (fewer when an
+    unconditional generator rarely produces its classes)."""
+    wanted = [scenario.natural_of(t, t.test.y).to(device) for t in tasks]
+    if sampler.conditional:
+        return [torch.cat([sampler.sample(len(c[i:i + 1024]), c[i:i + 1024])
+                           for i in range(0, len(c), 1024)]) for c in wanted]
+    pools: list[Tensor] = []
+    classes: list[Tensor] = []
+    found = [0] * len(tasks)
+    pool_size = sum(len(c) for c in wanted)
+    for _ in range(MAX_POOLS):
+        pool = sampler.sample(pool_size)
+        pools.append(pool)
+        classes.append(_predicted_classes(net, pool))
+        labels = torch.cat(classes)
+        found = [int(torch.isin(labels, c.unique()).sum()) for c in wanted]
+        if all(f >= len(c) for f, c in zip(found, wanted, strict=True)):
+            break
+    images, labels = torch.cat(pools), torch.cat(classes)
+    return [images[torch.isin(labels, c.unique())][: len(c)] for c in wanted]
+
+
+def score_row(sampler: Sampler, scenario: Scenario, n_seen: int, net: TrainedFeatureNet,
+              prd: PRDSettings, device: torch.device, seed: int) -> dict[str, list[float | None]]:
+    """FID, precision and recall for tasks 0..n_seen-1 (None for later tasks)."""
+    net.net.to(device)
+    extractor = FeatureExtractor(net.net).to(device)
+    tasks = scenario.tasks[:n_seen]
+    row: dict[str, list[float | None]] = {k: [None] * scenario.n_tasks
+                                          for k in ("fid", "precision", "recall")}
+    with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda"
+                                                else []):
+        torch.manual_seed(seed)
+        generated = samples_for_tasks(sampler, scenario, tasks, net, device)
+        for j, (task, fake) in enumerate(zip(tasks, generated, strict=True)):
+            if len(fake) < 2:
+                continue  # the generator produced (almost) nothing of this task's classes
+            real = scenario.pipeline.to_unit(task.test.x.to(device))
+            fid = FrechetInceptionDistance(feature=extractor, input_img_size=scenario.input_shape,
+                                           reset_real_features=True).to(device)
+            fid.update(real, real=True)
+            fid.update(fake.to(device), real=False)
+            row["fid"][j] = max(float(fid.compute()), 0.0)
+            precision, recall = precision_recall(_batched_features(extractor, real),
+                                                 _batched_features(extractor, fake), prd,
+                                                 seed)
+            row["precision"][j], row["recall"][j] = precision, recall
+    return row

@@ -1,0 +1,129 @@
+"""The contract every generator fulfils, and its training with replay of its predecessor.
+
+A generator works in *unit space*: images as floats in [0, 1] (the stored uint8 images times the
+scenario's scale), whatever normalisation the classifier's pipeline applies. It may be
+conditional on a *natural class* (the data set's class, `Scenario.natural_class`), so replay
+and sample grids can be asked for by class.
+
+While task t trains, a frozen copy of the previous task's generator can be replayed
+(`replay_from`): each step adds as many of its samples as the current batch holds, and the
+loss is w·L(current) + (1 − w)·L(replayed), w = 1/t by default (van de Ven's weighting).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+
+from clrun.errors import ConfigError
+from clrun.optim import KeptOptimizer, OptimizerFactory
+from clrun.scenarios.batches import Batch
+
+
+@dataclass
+class GeneratorReplay:
+    """Samples of a frozen previous generator mixed into every training step."""
+
+    previous: Generator
+    weight_current: float
+    conditions: Tensor | None  # natural classes seen before (conditional generators)
+
+    def draw(self, n: int) -> tuple[Tensor, Tensor | None]:
+        conditions = None
+        if self.previous.conditional and self.conditions is not None:
+            pick = torch.randint(len(self.conditions), (n,), device=self.conditions.device)
+            conditions = self.conditions[pick]
+        return self.previous.sample(n, conditions), conditions
+
+
+class Generator(pl.LightningModule):
+    """Base class: subclasses define `loss` (per-batch mean) and `sample` in unit space.
+
+    `max_epochs`/`max_steps`/`batch_size` are the generator's own training budget per task
+    (the config's defaults are the classifier's).
+    """
+
+    #: accepted input shapes, as a sentence for the one-line error (None: any shape)
+    fits: str | None = None
+
+    def __init__(self, input_shape: tuple[int, ...], n_classes: int, conditional: bool = False,
+                 optimizer: OptimizerFactory | None = None, reset_optimizer: bool = True,
+                 max_epochs: int = 1, max_steps: int = -1, batch_size: int = 128) -> None:
+        super().__init__()
+        if optimizer is None:
+            raise ConfigError("generator.optimizer", None, "a generator needs an optimizer")
+        self.input_shape = tuple(input_shape)
+        self.n_classes = n_classes
+        self.conditional = conditional
+        self.kept_optimizer = KeptOptimizer(optimizer, reset_optimizer)
+        self.max_epochs = max_epochs
+        self.max_steps = max_steps
+        self.batch_size = batch_size
+        self.replay: GeneratorReplay | None = None
+
+    # -- what subclasses provide -------------------------------------------------------------
+    def loss(self, x: Tensor, conditions: Tensor | None) -> Tensor:
+        """The generative loss of a batch of unit-space images (mean over the batch)."""
+        raise NotImplementedError
+
+    def sample(self, n: int, conditions: Tensor | None = None) -> Tensor:
+        """n samples in unit space, shape (n, *input_shape); conditional generators take one
+        natural class per sample (None: classes drawn uniformly)."""
+        raise NotImplementedError
+
+    # -- shared ------------------------------------------------------------------------------
+    def one_hot(self, conditions: Tensor | None, n: int) -> Tensor | None:
+        """One-hot natural classes for a conditional generator (None when unconditional)."""
+        if not self.conditional:
+            return None
+        if conditions is None:
+            conditions = torch.randint(self.n_classes, (n,), device=self.device)
+        return torch.nn.functional.one_hot(conditions, self.n_classes).to(self.dtype_for_input)
+
+    @property
+    def dtype_for_input(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    def frozen_copy(self) -> Generator:
+        """A copy for replay that never trains and carries no replay of its own."""
+        replay, self.replay = self.replay, None
+        twin = copy.deepcopy(self).eval().requires_grad_(False)
+        self.replay = replay
+        return twin
+
+    def replay_from(self, previous: Generator | None, weight_current: float,
+                    conditions: Tensor | None) -> None:
+        self.replay = (GeneratorReplay(previous, weight_current, conditions)
+                       if previous is not None else None)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        loss = self.loss(batch.x, batch.y if self.conditional else None)
+        if self.replay is not None:
+            x, conditions = self.replay.draw(len(batch.y))
+            w = self.replay.weight_current
+            loss = w * loss + (1 - w) * self.loss(x, conditions)
+        self.log("generator_loss", loss.detach(), prog_bar=True, on_step=False, on_epoch=True)
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.kept_optimizer.get([p for p in self.parameters() if p.requires_grad])
+
+    def training_budget(self, batches_per_epoch: int) -> dict[str, int]:
+        """Trainer arguments for one task's training (GANs count their own steps)."""
+        return {"max_epochs": self.max_epochs, "max_steps": self.max_steps}
+
+    def trainer_overrides(self, world_size: int) -> dict[str, Any]:
+        """Trainer arguments this generator needs beyond the classifier's (GANs under DDP)."""
+        return {}
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {"weights": self.state_dict(), "optimizer": self.kept_optimizer.state_dict()}
+
+    def load_checkpoint_state(self, state: dict[str, Any]) -> None:
+        self.load_state_dict(state["weights"])
+        self.kept_optimizer.load_state_dict(state["optimizer"])

@@ -1,0 +1,271 @@
+"""Generative replay: deep generative replay (DGR, Shin et al. 2017), DGR with distillation and
+replay-through-feedback (RtF, van de Ven & Tolias 2018), in van de Ven's reading.
+
+DGR: a scholar is a generator plus the classifier (solver). At the start of task t > 1 the
+previous pair is frozen; the generator of task t trains first, on the task's data plus samples
+of the previous generator (same weighting as below); then, while the classifier trains, every
+step adds a batch of the previous generator's samples (as large as the current one), labelled
+by the previous classifier, and the loss is w·L_current + (1 − w)·L_replay, w = 1/t
+(`weighting=task_ratio`) or 1/2 (`equal`). Targets are hard (the previous classifier's argmax
+over the units it knew) or soft (`targets=soft`: its softmax at temperature T, KL × T²).
+In task-IL the one replayed batch is scored by every previous task's head and L_replay is the
+mean over those tasks; in class-IL the previous classifier scores the classes seen before.
+
+RtF: the classifier is the VAE: a Gaussian latent and a decoder sit on the classifier's last
+hidden layer and train with it (classification + reconstruction + KL); it replays samples of
+its own frozen previous copy with distillation.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from clrun.errors import ConfigError
+from clrun.generators.base import Generator
+from clrun.generators.vae import VAE, gaussian_elbo_loss, mlp_layers
+from clrun.plugin import StrategyPlugin
+from clrun.scenarios.base import InputPipeline
+from clrun.scenarios.batches import Batch
+from clrun.strategies.importance import check_choice
+
+if TYPE_CHECKING:
+    from clrun.loop import TaskLoop
+    from clrun.module import ContinualModule
+    from clrun.scenarios.base import Scenario, Task
+
+WEIGHTINGS = ("task_ratio", "equal")
+TARGETS = ("hard", "soft")
+UnitGroups = list[tuple[Tensor, Tensor]]  # (student units, teacher units) per scored head
+
+
+def replay_weight(weighting: str, task_number: int) -> float:
+    """The weight of the current batch's loss while task `task_number` (1-based) trains."""
+    return 1.0 / task_number if weighting == "task_ratio" else 0.5
+
+
+def replay_groups(module: ContinualModule, previous_tasks: list[Task]) -> UnitGroups:
+    """Which output units the replayed batch is scored on, per setting (see module doc)."""
+    device = module.device
+    offsets = torch.tensor([0, *module.net.head_sizes]).cumsum(0).tolist()
+    if module.setting == "task":
+        return [(units, units) for units in
+                (torch.arange(offsets[t.index], offsets[t.index + 1], device=device)
+                 for t in previous_tasks)]
+    everything = torch.arange(offsets[-1], device=device)
+    if module.setting == "domain":
+        return [(everything, everything)]
+    student = (everything if module.train_unit_mask is None
+               else module.train_unit_mask.nonzero().flatten())
+    seen = torch.cat([t.train.y.unique() for t in previous_tasks]).unique().to(device)
+    return [(student, seen)]
+
+
+def replay_loss(student: Tensor, teacher: Tensor, groups: UnitGroups, soft: bool,
+                temperature: float) -> Tensor:
+    """Mean over `groups` of CE to the teacher's argmax (hard) or KL to its tempered softmax,
+    × T² (soft), with the teacher's units placed among the student's (zeros elsewhere)."""
+    total = student.new_zeros((), dtype=torch.float32)
+    for student_units, teacher_units in groups:
+        s = student[:, student_units].float()
+        t = teacher[:, teacher_units].float()
+        where = torch.searchsorted(student_units, teacher_units)
+        if soft:
+            target = torch.zeros_like(s)
+            target[:, where] = F.softmax(t / temperature, dim=1)
+            log_p = F.log_softmax(s / temperature, dim=1)
+            total = total + F.kl_div(log_p, target, reduction="batchmean") * temperature ** 2
+        else:
+            total = total + F.cross_entropy(s, where[t.argmax(dim=1)])
+    return total / len(groups)
+
+
+def frozen(net: nn.Module) -> nn.Module:
+    return copy.deepcopy(net).eval().requires_grad_(False)
+
+
+class _ReplayBase(StrategyPlugin):
+    """Bookkeeping shared by DGR and RtF: the task number, the tasks seen, the pipeline, the
+    frozen previous classifier and the loss weighting."""
+
+    def __init__(self, weighting: str = "task_ratio", targets: str = "hard",
+                 temperature: float = 2.0, replay_batch_size: int | None = None) -> None:
+        super().__init__()
+        check_choice("strategy.plugins.*.weighting", weighting, WEIGHTINGS)
+        check_choice("strategy.plugins.*.targets", targets, TARGETS)
+        self.weighting = weighting
+        self.soft = targets == "soft"
+        self.temperature = temperature
+        self.replay_batch_size = replay_batch_size
+        self.pipeline = InputPipeline()
+        self.task_number = 1
+        self.previous_tasks: list[Task] = []
+        self.teacher: nn.Module | None = None
+        self.groups: UnitGroups = []
+        self.seen_classes: Tensor | None = None  # natural classes of the previous tasks
+
+    def on_task_start(self, loop: TaskLoop, task: Task) -> None:
+        self.pipeline = loop.scenario.pipeline
+        self.task_number = task.index + 1
+        self.previous_tasks = loop.scenario.tasks[: task.index]
+        self.teacher = None
+        if self.previous_tasks:
+            self.teacher = frozen(loop.module.net)
+            self.groups = replay_groups(loop.module, self.previous_tasks)
+            self.seen_classes = loop.scenario.natural_classes(self.previous_tasks).to(
+                loop.device)
+
+    def replay_size(self, batch: Batch) -> int:
+        return self.replay_batch_size or len(batch.y)
+
+    def weighted(self, current: Tensor, replayed: Tensor) -> Tensor:
+        w = replay_weight(self.weighting, self.task_number)
+        return w * current + (1 - w) * replayed
+
+
+class GenerativeReplay(_ReplayBase):
+    """DGR and DGR+distill with a separate generator (`generator=vae|conv_vae|gan`)."""
+
+    uses_generator = True
+
+    def __init__(self, weighting: str = "task_ratio", targets: str = "hard",
+                 temperature: float = 2.0, replay_batch_size: int | None = None) -> None:
+        super().__init__(weighting, targets, temperature, replay_batch_size)
+        self.generator: Generator | None = None
+        self.previous: Generator | None = None
+
+    def attach_generator(self, generator: Generator) -> None:
+        self.generator = generator
+
+    def check(self, scenario: Scenario) -> None:
+        super().check(scenario)
+        if self.generator is None:
+            raise ConfigError("generator", None, "this strategy replays a generator's samples: "
+                              "choose one with generator=vae (any input), generator=conv_vae "
+                              "(28×28, 32×32 images) or generator=gan")
+
+    def on_task_start(self, loop: TaskLoop, task: Task) -> None:
+        super().on_task_start(loop, task)
+        self.previous = self.generator.frozen_copy().to(loop.device) if self.teacher else None
+        self.generator.replay_from(self.previous, replay_weight(self.weighting,
+                                                                self.task_number),
+                                   self.seen_classes)
+        loop.fit_generator(self.generator, task)
+
+    def sampler(self) -> Generator | None:
+        return self.generator
+
+    def loss(self, module: ContinualModule, batch: Batch, logits: Tensor) -> Tensor | None:
+        current = module.classification_loss(batch, logits)
+        if self.previous is None:
+            return current
+        n = self.replay_size(batch)
+        conditions = None
+        if self.previous.conditional:
+            conditions = self.seen_classes[torch.randint(len(self.seen_classes), (n,),
+                                                         device=self.seen_classes.device)]
+        x = self.pipeline.from_unit(self.previous.sample(n, conditions), train=True)
+        with torch.no_grad():
+            teacher = self.teacher(x)
+        replayed = replay_loss(module.net(x), teacher, self.groups, self.soft,
+                               self.temperature)
+        return self.weighted(current, replayed)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.checkpoint_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.generator.load_checkpoint_state(state_dict["generator"])
+
+
+class FeedbackVAE(nn.Module):
+    """The generative half of an RtF network: (μ, log σ²) from the classifier's features and a
+    decoder back to the input (hidden sizes mirrored, as `generator=vae` gives them)."""
+
+    conditional = False  # the sampler interface
+
+    def __init__(self, feature_size: int, input_shape: tuple[int, ...],
+                 hidden_sizes: list[int], z_dim: int) -> None:
+        super().__init__()
+        self.input_shape = tuple(input_shape)
+        self.z_dim = z_dim
+        self.mu = nn.Linear(feature_size, z_dim)
+        self.logvar = nn.Linear(feature_size, z_dim)
+        self.decoder = nn.Sequential(mlp_layers([z_dim, *reversed(hidden_sizes)]),
+                                     nn.Linear(hidden_sizes[0], math.prod(input_shape)))
+
+    def loss(self, features: Tensor, x_unit: Tensor) -> Tensor:
+        return gaussian_elbo_loss(self.mu(features), self.logvar(features), self.decoder, x_unit)
+
+    @torch.no_grad()
+    def sample(self, n: int, conditions: Tensor | None = None) -> Tensor:
+        z = torch.randn(n, self.z_dim, device=self.mu.weight.device)
+        return torch.sigmoid(self.decoder(z).float()).view(n, *self.input_shape)
+
+
+class ReplayThroughFeedback(_ReplayBase):
+    """RtF: the classifier is the VAE (`generator=vae` gives the latent size and the decoder's
+    hidden sizes); distillation replay from its frozen previous copy."""
+
+    uses_generator = True
+
+    def __init__(self, weighting: str = "task_ratio", targets: str = "soft",
+                 temperature: float = 2.0, replay_batch_size: int | None = None) -> None:
+        super().__init__(weighting, targets, temperature, replay_batch_size)
+        self.template: VAE | None = None
+        self.net: nn.Module | None = None
+        self._features: Tensor | None = None
+
+    def attach_generator(self, generator: Generator) -> None:
+        if not isinstance(generator, VAE) or generator.conditional:
+            raise ConfigError("generator", type(generator).__name__,
+                              "replay-through-feedback needs the fully connected, "
+                              "unconditional VAE: generator=vae")
+        self.template = generator
+
+    def check(self, scenario: Scenario) -> None:
+        super().check(scenario)
+        if self.template is None:
+            raise ConfigError("generator", None, "replay-through-feedback takes its latent "
+                              "size and decoder from generator=vae; add generator=vae")
+
+    def extend_model(self, module: ContinualModule, scenario: Scenario) -> None:
+        """The decoder joins the classifier (one network, one optimizer, one checkpoint); a
+        hook keeps the features of the classifier's own forward for the VAE loss."""
+        net = module.net
+        net.add_module("feedback", FeedbackVAE(net.feature_size, scenario.input_shape,
+                                               self.template.hidden_sizes,
+                                               self.template.z_dim))
+        self.net = net
+
+        def keep_features(layer: nn.Module, inputs: Any, output: Tensor) -> None:
+            # a function, not a bound method: frozen copies of the network share it rather
+            # than deep-copying this plugin; they are told apart here
+            if layer is self.net.backbone:
+                self._features = output
+
+        net.backbone.register_forward_hook(keep_features)
+
+    def sampler(self) -> FeedbackVAE | None:
+        return None if self.net is None else self.net.feedback
+
+    def loss(self, module: ContinualModule, batch: Batch, logits: Tensor) -> Tensor:
+        feedback = module.net.feedback
+        features = self._features  # of batch.x, from the module's forward
+        unit = self.pipeline.to_unit(batch.raw) if batch.raw is not None else batch.x
+        current = module.classification_loss(batch, logits) + feedback.loss(features, unit)
+        if self.teacher is None:
+            return current
+        x_unit = self.teacher.feedback.sample(self.replay_size(batch))
+        x = self.pipeline.from_unit(x_unit, train=True)
+        with torch.no_grad():
+            teacher = self.teacher(x)
+        student = module.net(x)
+        replayed = (replay_loss(student, teacher, self.groups, self.soft, self.temperature)
+                    + feedback.loss(self._features, x_unit))
+        return self.weighted(current, replayed)
