@@ -12,6 +12,7 @@ from clrun.run import run
 from clrun.scenarios.base import Split
 from clrun.strategies.buffer import Buffer, herding_order
 from clrun.strategies.replay import (
+    ExperienceReplay,
     GDumb,
     ICaRL,
     LatentReplay,
@@ -170,3 +171,14 @@ def test_latent_replay_freezes_the_lower_layers_and_stores_activations():
     assert torch.equal(snapshots[0], snapshots[-1])  # frozen after the first task
     assert plugin.buffer.get("x").shape == (60, 32)  # activations of the 32-unit hidden layer
     assert loop.matrix[-1][0] > 0  # replayed activations keep task 0 alive in class-IL
+
+
+def test_er_per_class_memory_grows_with_the_classes_seen():
+    plugin = ExperienceReplay(memory_size=7, per_class=5, weighting="task_ratio")
+    loop = make_loop([plugin], n_tasks=5, epochs=1)
+    loop.run()
+    labels = plugin.buffer.get("y")
+    assert plugin.buffer.capacity == 50 and len(labels) == 50  # 5 per class, 10 classes
+    assert torch.bincount(labels, minlength=10).tolist() == [5] * 10
+    with pytest.raises(ConfigError, match="per_class=0 is invalid"):
+        ExperienceReplay(memory_size=7, per_class=0)

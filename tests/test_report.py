@@ -77,11 +77,11 @@ def test_report_command_detects_the_paper(tmp_path, capsys):
 
 
 def test_paper_with_only_some_settings_renders(tmp_path):
-    write_job(tmp_path, 0, ["row=vandeven_er"], acc=88.0, row="vandeven_er", setting="class")
-    comparisons = compare(collect(tmp_path), "vandeven_splitmnist_2022")
+    write_job(tmp_path, 0, ["row=vandeven_er"], acc=71.0, row="vandeven_er", setting="class")
+    comparisons = compare(collect(tmp_path), "binplay_fmnist")
     markdown = render_markdown(comparisons)
     assert "class-IL ours" in markdown and "task-IL" not in markdown
-    assert "| er | 88.00 (n=1) | 88.79 ± 0.20 | -0.79 |" in markdown
+    assert "| er | 71.00 (n=1) | 70.20 ± 0.00 | +0.80 |" in markdown
     assert r"\begin{tabular}{lrrr}" in render_latex(comparisons)
 
 
@@ -111,7 +111,7 @@ def test_reproduce_help_lists_the_experiments(capsys):
     from clrun.reproduce import main as reproduce
 
     assert reproduce(["--help"]) == 0
-    assert "experiments: intercontinet_fmnist, replay_fmnist" in capsys.readouterr().out
+    assert "experiments: generative_fmnist, intercontinet_fmnist" in capsys.readouterr().out
     assert reproduce(["intercontinet"]) == 2
     assert "unknown experiment 'intercontinet'" in capsys.readouterr().err
 

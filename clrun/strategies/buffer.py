@@ -89,6 +89,18 @@ class Buffer:
             slots = torch.randperm(self.size, generator=self.generator)[:len(samples["y"])]
             self._write(slots, samples)
 
+    def add_per_class(self, split: Split, per_class: int) -> None:
+        """Append `per_class` random samples of each class (label) of one task's split."""
+        for label in split.y.unique().tolist():
+            index = (split.y == label).nonzero().flatten()
+            chosen = index[torch.randperm(len(index), generator=self.generator)[:per_class]
+                           .to(index.device)]
+            n = min(len(chosen), self.capacity - self.size)
+            self._write(torch.arange(self.size, self.size + n),
+                        {"x": split.x[chosen[:n]], "y": split.y[chosen[:n]],
+                         "task": split.task[chosen[:n]]})
+            self.size += n
+
     def add_class_balanced(self, **samples: Tensor) -> None:
         """GDumb's greedy sampler: keep a sample if memory is free or its class holds fewer
         than the largest class, evicting a random sample of the largest class."""

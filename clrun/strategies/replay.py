@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.func import functional_call
 
+from clrun.errors import ConfigError
 from clrun.plugin import StrategyPlugin
 from clrun.scenarios.base import InputPipeline, Split
 from clrun.scenarios.batches import Batch
@@ -32,6 +33,7 @@ class _BufferPlugin(StrategyPlugin):
 
     def __init__(self, memory_size: int, seed: int = 0) -> None:
         super().__init__()
+        self.seed = seed
         self.buffer = Buffer(memory_size, seed)
         self.pipeline = InputPipeline()
         self.task_number = 0
@@ -122,19 +124,36 @@ class LatentReplay(_BufferPlugin):
 
 
 class ExperienceReplay(_BufferPlugin):
-    """ER: each step adds a minibatch from a reservoir-sampled memory to the current one.
+    """ER: each step adds a minibatch from a memory to the current one.
 
+    The memory is reservoir-sampled from the stream (a budget of `memory_size` samples), or,
+    with `per_class=k`, holds k random samples of every class seen so far, added at the end of
+    each task (van de Ven's "100 per class": the budget grows as classes arrive).
     `weighting="concat"` averages the loss over the joint batch; `"task_ratio"` is van de Ven's
     (1/t) L_current + (1 - 1/t) L_replay.
     """
 
     def __init__(self, memory_size: int, replay_batch_size: int | None = None,
-                 weighting: str = "concat", seed: int = 0) -> None:
+                 weighting: str = "concat", per_class: int | None = None,
+                 seed: int = 0) -> None:
         super().__init__(memory_size, seed)
         check_choice("strategy.plugins.er.weighting", weighting, ("concat", "task_ratio"))
+        if per_class is not None and (not isinstance(per_class, int) or per_class < 1):
+            raise ConfigError("strategy.plugins.er.per_class", per_class,
+                              "must be a positive integer or null (a reservoir of memory_size)")
         self.replay_batch_size = replay_batch_size
         self.weighting = weighting
+        self.per_class = per_class
         self._n_current = 0
+
+    def on_task_start(self, loop: TaskLoop, task: Task) -> None:
+        super().on_task_start(loop, task)
+        if self.per_class and self.buffer.capacity != self.per_class * loop.scenario.n_natural:
+            self.buffer = Buffer(self.per_class * loop.scenario.n_natural, self.seed)
+
+    def on_task_end(self, loop: TaskLoop, task: Task) -> None:
+        if self.per_class:
+            self.buffer.add_per_class(task.train, self.per_class)
 
     def extend_batch(self, module: ContinualModule, batch: Batch) -> Batch:
         self._n_current = len(batch.y)
@@ -151,6 +170,8 @@ class ExperienceReplay(_BufferPlugin):
         return current / self.task_number + (1 - 1 / self.task_number) * replay
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        if self.per_class:
+            return
         samples = {"x": batch.raw, "y": batch.y, "task": batch.task}
         if trainer.world_size > 1:  # every rank inserts every rank's batch: identical memories
             samples = {k: trainer.strategy.all_gather(v).flatten(0, 1) for k, v in
@@ -164,7 +185,7 @@ class MIR(ExperienceReplay):
 
     def __init__(self, memory_size: int, replay_batch_size: int = 10, n_candidates: int = 50,
                  seed: int = 0) -> None:
-        super().__init__(memory_size, replay_batch_size, "concat", seed)
+        super().__init__(memory_size, replay_batch_size, "concat", seed=seed)
         self.n_candidates = n_candidates
 
     def extend_batch(self, module: ContinualModule, batch: Batch) -> Batch:
