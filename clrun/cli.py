@@ -103,25 +103,26 @@ def _job(cfg: DictConfig) -> float | None:
     return result.metrics.acc
 
 
-def preflight(argv: list[str]) -> None:
-    """Compose and check the command line before Hydra acts on it (clrun.preflight)."""
+def preflight(argv: list[str]) -> list[str]:
+    """Compose and check the command line before Hydra acts on it (clrun.preflight); returns
+    overrides to add (a scenario's own default model)."""
     from hydra._internal.utils import get_args_parser
 
     from clrun.preflight import check_command_line
 
     args, _ = get_args_parser().parse_known_args(argv)
     if args.help or args.hydra_help or args.shell_completion or args.info:
-        return
+        return []
     config_path = args.config_path or str(config_dir())
     if not os.path.isabs(config_path):
         config_path = os.path.abspath(config_path)
-    check_command_line(config_path, args.config_name or "config", args.config_dir,
-                       args.overrides, multirun=args.multirun, will_run=args.cfg is None)
+    return check_command_line(config_path, args.config_name or "config", args.config_dir,
+                              args.overrides, multirun=args.multirun, will_run=args.cfg is None)
 
 
 def main() -> None:
     try:
-        preflight(sys.argv[1:])
+        sys.argv.extend(preflight(sys.argv[1:]))
     except ClrunError as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

@@ -253,9 +253,23 @@ def _config_sweeps(cfg: DictConfig) -> dict[str, list[str]]:
     return swept
 
 
+def scenario_model(cfg: DictConfig, overrides: list[str], swept: dict[str, list[str]]
+                   ) -> list[str]:
+    """`model=<scenario.default_model>` when the scenario names a model (split CIFAR: the
+    reduced ResNet-18) and neither the command line nor an experiment chose one."""
+    wanted = cfg.scenario.get("default_model")
+    chose_model = any(o.split("=", 1)[0].lstrip("+~") == "model" for o in overrides)
+    if not wanted or chose_model or cfg.hydra.runtime.choices.get("experiment") is not None:
+        return []
+    if "scenario" in swept:  # a sweep over scenarios: only when every one names this model
+        return []
+    return [f"model={wanted}"]
+
+
 def check_command_line(config_path: str, config_name: str, extra_search_path: str | None,
-                       overrides: list[str], multirun: bool, will_run: bool) -> None:
-    """Raise `ClrunError` (one line) for what would fail, or run code, once Hydra starts."""
+                       overrides: list[str], multirun: bool, will_run: bool) -> list[str]:
+    """Raise `ClrunError` (one line) for what would fail, or run code, once Hydra starts.
+    Returns overrides to add: a scenario's own default model."""
     composer = Composer(config_path, config_name, extra_search_path, overrides)
     parser = OverridesParser.create()
     try:
@@ -264,8 +278,11 @@ def check_command_line(config_path: str, config_name: str, extra_search_path: st
         raise _bad_override(overrides, error) from None
     fixed, swept = _swept(parser, overrides) if multirun else (overrides, {})
     base = composer.compose(fixed)
+    added = scenario_model(base, overrides, swept)
+    if added:
+        fixed, base = [*fixed, *added], composer.compose([*fixed, *added])
     if not will_run:
-        return
+        return added
     swept = {**_config_sweeps(base), **swept}
     for cfg in (base, *_sweep_variants(composer, base, fixed, swept)):
         check_hydra_settings(cfg, overrides)
@@ -275,3 +292,4 @@ def check_command_line(config_path: str, config_name: str, extra_search_path: st
         check_writable(str(base.hydra.sweep.dir), "hydra.sweep.dir")
     else:
         check_writable(str(base.hydra.run.dir), "hydra.run.dir")
+    return added
