@@ -65,6 +65,12 @@ class ContinualModule(pl.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
+    def call_net(self, x: Tensor, task: Tensor) -> Tensor:
+        """The network's logits; architectural networks also take each sample's task."""
+        if getattr(self.net, "task_conditioned", False):
+            return self.net(x, task)
+        return self.net(x)
+
     def _head_rows(self, task: Tensor) -> Tensor:
         """Each sample's row of the unit tables (the tables follow the data's device)."""
         if self.unit_index.device != task.device:
@@ -102,7 +108,7 @@ class ContinualModule(pl.LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         for plugin in self._extenders:
             batch = plugin.extend_batch(self, batch)
-        logits = self.net(batch.x)
+        logits = self.call_net(batch.x, batch.task)
         loss = None
         if self._loss_plugin is not None:
             loss = self._loss_plugin.loss(self, batch, logits)
@@ -135,7 +141,7 @@ class ContinualModule(pl.LightningModule):
             out = plugin.predict(self, x, task)
             if out is not None:
                 return out
-        return self.task_logits(self.net(x), task)
+        return self.task_logits(self.call_net(x, task), task)
 
     @torch.no_grad()
     def accuracy(self, split: Split, pipeline: InputPipeline, batch_size: int) -> float:

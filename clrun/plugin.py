@@ -56,7 +56,8 @@ class StrategyPlugin(pl.Callback):
         if scenario.setting not in self.supported_settings:
             raise ConfigError("scenario.setting", scenario.setting,
                               f"{type(self).__name__} supports only "
-                              + ", ".join(self.supported_settings))
+                              + ", ".join(self.supported_settings)
+                              + f" (scenario.setting={self.supported_settings[0]})")
 
     def attach_generator(self, generator: Generator) -> None:
         """Receive the generator built from `generator=...` (when `uses_generator`)."""
@@ -64,6 +65,10 @@ class StrategyPlugin(pl.Callback):
     def extend_model(self, module: ContinualModule, scenario: Scenario) -> None:
         """Once, after the network is built and before a checkpoint is restored into it: add
         the modules the method needs (a decoder, columns), so a resumed run finds them."""
+
+    def results(self) -> dict[str, Any]:
+        """Extra entries for metrics.json (e.g. SupSup's task-inference accuracy)."""
+        return {}
 
     def sampler(self) -> Sampler | None:
         """The generator whose samples are drawn and scored after every task, if any."""

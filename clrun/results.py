@@ -22,6 +22,8 @@ class RunResult:
     config: dict = field(default_factory=dict)
     # the generator's task matrices (fid, precision, recall) and feature net, when scored
     generative: dict | None = None
+    # what plugins add (StrategyPlugin.results), e.g. task-inference accuracy
+    extra: dict = field(default_factory=dict)
 
     def generative_means(self) -> dict[str, float | None]:
         """FID, precision and recall after the last task, averaged over the tasks."""
@@ -35,7 +37,7 @@ class RunResult:
 
     def to_dict(self) -> dict:
         extra = {"generative": self.generative} if self.generative is not None else {}
-        return {**self.metrics.to_dict(), **self.generative_means(),
+        return {**self.metrics.to_dict(), **self.generative_means(), **self.extra,
                 "accuracy_matrix": self.matrix, "initial_acc": self.initial,
                 "config": self.config, **extra}
 

@@ -43,6 +43,8 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*`training_step` returned.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    # architectural methods keep earlier columns and frozen batch norm in eval mode on purpose
+    warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode at the start.*")
 
 
 def build_plugins(strategy: DictConfig) -> list[StrategyPlugin]:
@@ -205,7 +207,8 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None,
         loop_seconds = time.perf_counter() - started
         result = RunResult(loop.matrix, loop.initial, compute_metrics(loop.matrix, loop.initial),
                            run_dir, config_summary(cfg, choices),
-                           generative.to_dict() if generative is not None else None)
+                           generative.to_dict() if generative is not None else None,
+                           {k: v for plugin in plugins for k, v in plugin.results().items()})
         if loop.trainer is None or loop.trainer.is_global_zero:
             write_results(result)
             write_atomic(run_dir / "timing.json",

@@ -12,10 +12,13 @@ pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 
-@pytest.mark.parametrize("strategy", ["ewc", "er", "lwf", "interval"])
+@pytest.mark.parametrize("strategy", ["ewc", "er", "lwf", "interval", "dgr", "rtf", "pnn",
+                                      "piggyback", "supsup", "hnet"])
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
 def test_two_task_run_on_the_gpu(tmp_path, strategy, precision):
+    setting = "task" if strategy in ("pnn", "piggyback") else "class"
     cfg = compose_cfg("trainer=gpu", f"trainer.precision={precision}", f"strategy={strategy}",
-                      "scenario.n_tasks=2", *FAST, *STRATEGY_OVERRIDES.get(strategy, []))
+                      f"scenario.setting={setting}", "scenario.n_tasks=2", *FAST,
+                      *STRATEGY_OVERRIDES.get(strategy, []))
     result = run(cfg, tmp_path)
     assert len(result.matrix) == 2 and result.metrics.acc > 0

@@ -1,0 +1,48 @@
+"""Bookkeeping of task inference (SupSup's one-shot gradient, HNET's lowest entropy): how often
+the inferred task was the true one, per task, after every training stage."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+def task_units(scenario: Any) -> list[Tensor]:
+    """The output units each task's classes use (its head's in task-IL, else its labels)."""
+    if scenario.setting == "task":
+        return [torch.arange(size) for size in scenario.head_sizes]
+    return [task.train.y.unique().cpu() for task in scenario.tasks]
+
+
+class TaskInferenceRecord:
+    def __init__(self) -> None:
+        self.stage = 0
+        self.counts: dict[int, dict[int, list[int]]] = {}  # stage -> task -> [correct, total]
+
+    def count(self, truth: Tensor, guess: Tensor) -> None:
+        """One evaluation batch: true tasks and inferred tasks, sample by sample."""
+        row = self.counts.setdefault(self.stage, {})
+        for t in truth.unique().tolist():
+            mine = truth == t
+            cell = row.setdefault(int(t), [0, 0])
+            cell[0] += int((guess[mine] == t).sum())
+            cell[1] += int(mine.sum())
+
+    def results(self, n_tasks: int) -> dict[str, Any]:
+        """`task_inference_acc` (mean over the tasks after the last stage, %) and the
+        stage × task matrix, for metrics.json."""
+        if not self.counts:
+            return {}
+        matrix = [[100.0 * row[t][0] / row[t][1] if t in row else None for t in range(n_tasks)]
+                  for _, row in sorted(self.counts.items())]
+        last = [v for v in matrix[-1] if v is not None]
+        return {"task_inference_acc": sum(last) / len(last), "task_inference_matrix": matrix}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {str(s): {str(t): c for t, c in row.items()} for s, row in self.counts.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.counts = {int(s): {int(t): list(c) for t, c in row.items()}
+                       for s, row in state.items()}

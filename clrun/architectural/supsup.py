@@ -1,0 +1,167 @@
+"""Supermasks in superposition (SupSup, Wortsman et al. 2020): fixed random weights, one learned
+binary mask per task, and one-shot task inference when the task id is not given.
+
+Every linear and convolution layer of the configured model (the heads too) becomes bias-free,
+with signed-constant weights sign(w)·√2/√fan_in drawn from `seed`, never trained. Each task has
+scores per layer (PyTorch's default uniform init); the mask keeps the top `sparsity` share of
+|scores| (`mask=topk`, the paper's GG setting) or the scores ≥ 0 (`mask=threshold`, GNu), with
+a straight-through gradient.
+
+Task-IL gives the task. Otherwise (domain-/class-IL) the task is inferred: the network runs
+with the superposed masks Σ αᵢ Mᵢ, αᵢ = 1/k over the k learned masks; the entropy of the output
+for ONE image of a batch of `inference_batch_size` (128 in the paper) is differentiated with
+respect to α, the task whose αᵢ lowers it fastest (argmin ∂H/∂αᵢ) is chosen, and the whole
+batch is classified with that task's mask, over that task's classes (each task keeps its own
+labels); a wrong guess makes the whole batch wrong. `per_sample=true` infers every sample on
+its own (slow). Each stage's task-inference accuracy per task goes into metrics.json.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from clrun.architectural.conditioned import TaskConditionedNet
+from clrun.architectural.inference import TaskInferenceRecord, task_units
+from clrun.architectural.masks import (
+    MaskedLayer,
+    masked_layers,
+    replace_layers,
+    straight_through,
+    use_superposition,
+    use_task,
+)
+from clrun.errors import ConfigError
+from clrun.models.net import ContinualNet
+from clrun.plugin import StrategyPlugin
+from clrun.strategies.importance import check_choice
+
+if TYPE_CHECKING:
+    from clrun.loop import TaskLoop
+    from clrun.module import ContinualModule
+    from clrun.scenarios.base import Scenario, Task
+
+MASK_RULES = ("topk", "threshold")
+
+
+class SupermaskLayer(MaskedLayer):
+    def __init__(self, layer: nn.Linear | nn.Conv2d, n_tasks: int, rule: str, sparsity: float,
+                 generator: torch.Generator) -> None:
+        self.rule, self.sparsity = rule, sparsity
+        self._generator = generator
+        super().__init__(layer, n_tasks, bias=False)
+        fan_in = self.weight[0].numel()
+        signs = torch.randn(self.weight.shape, generator=generator).sign()
+        self.weight.data = (signs * math.sqrt(2) / math.sqrt(fan_in)).to(self.weight.dtype)
+
+    def init_scores(self) -> Tensor:
+        scores = torch.empty_like(self.weight)
+        bound = 1 / math.sqrt(self.weight[0].numel())  # kaiming_uniform(a=√5), as nn.Linear
+        return scores.uniform_(-bound, bound, generator=self._generator)
+
+    def mask(self, t: int) -> Tensor:
+        scores = self.scores[t]
+        if self.rule == "threshold":
+            return straight_through((scores >= 0).to(scores.dtype), scores)
+        magnitude = scores.abs()  # edge-popup ranks |scores|, and its gradient passes the abs
+        keep = max(1, round(self.sparsity * scores.numel()))
+        top = magnitude.flatten().topk(keep).indices
+        hard = torch.zeros(scores.numel(), device=scores.device, dtype=scores.dtype)
+        return straight_through(hard.index_fill(0, top, 1.0).view_as(scores), magnitude)
+
+
+class SupSupNet(TaskConditionedNet):
+    def __init__(self, template: ContinualNet, n_tasks: int, rule: str, sparsity: float,
+                 seed: int) -> None:
+        super().__init__(template.head_sizes)
+        generator = torch.Generator().manual_seed(seed)
+
+        def make(layer: nn.Module) -> SupermaskLayer:
+            return SupermaskLayer(layer, n_tasks, rule, sparsity, generator)
+
+        self.backbone = replace_layers(template.backbone, make)
+        self.heads = nn.ModuleList(make(head) for head in template.heads)
+        self.heads_per_task = len(self.heads) > 1
+
+    def outputs(self, x: Tensor, t: int) -> Tensor:
+        """All output units of the head task t uses, with whatever masks are set."""
+        return self.heads[t if self.heads_per_task else 0](self.backbone(x))
+
+    def forward_task(self, x: Tensor, t: int) -> Tensor:
+        use_task(self, t)
+        return self.outputs(x, t)
+
+    def train_only(self, t: int) -> None:
+        for layer in masked_layers(self):
+            for k, scores in enumerate(layer.scores):
+                scores.requires_grad_(k == t)
+
+    def infer_task(self, x: Tensor, n_learned: int) -> int:
+        """One-shot inference: argmin over tasks of ∂ entropy / ∂ α at α = 1/k."""
+        alphas = torch.full((n_learned,), 1.0 / n_learned, device=x.device, requires_grad=True)
+        use_superposition(self, alphas)
+        with torch.enable_grad():
+            logits = self.outputs(x, 0).float()
+            entropy = -(F.softmax(logits, 1) * F.log_softmax(logits, 1)).sum(1).mean()
+            gradient, = torch.autograd.grad(entropy, alphas)
+        use_task(self, None)
+        return int(gradient.argmin())
+
+
+class SupSup(StrategyPlugin):
+    """`strategy=supsup`; see the module docstring."""
+
+    def __init__(self, mask: str = "topk", sparsity: float = 0.5, seed: int = 0,
+                 inference_batch_size: int = 128, per_sample: bool = False) -> None:
+        super().__init__()
+        check_choice("strategy.plugins.supsup.mask", mask, MASK_RULES)
+        if not 0 < sparsity <= 1:
+            raise ConfigError("strategy.plugins.supsup.sparsity", sparsity, "must be in (0, 1]")
+        self.rule, self.sparsity, self.seed = mask, sparsity, seed
+        self.inference_batch_size = inference_batch_size
+        self.per_sample = per_sample
+        self.task_units: list[Tensor] = []
+        self.n_learned = 0
+        self.record = TaskInferenceRecord()
+
+    def extend_model(self, module: ContinualModule, scenario: Scenario) -> None:
+        module.net = SupSupNet(module.net, scenario.n_tasks, self.rule, self.sparsity,
+                               self.seed).to(module.device)
+        module.refresh_heads()
+        self.task_units = task_units(scenario)
+
+    def on_task_start(self, loop: TaskLoop, task: Task) -> None:
+        loop.module.net.train_only(task.index)
+
+    def on_task_end(self, loop: TaskLoop, task: Task) -> None:
+        self.n_learned = task.index + 1
+        self.record.stage = len(loop.matrix)
+
+    def predict(self, module: ContinualModule, x: Tensor, task: Tensor) -> Tensor | None:
+        if module.setting == "task" or self.n_learned == 0:
+            return None
+        net: SupSupNet = module.net
+        scores = torch.full((len(x), sum(net.head_sizes)), float("-inf"), device=x.device)
+        size = 1 if self.per_sample else self.inference_batch_size
+        for start in range(0, len(x), size):
+            chunk = slice(start, start + size)
+            guess = net.infer_task(x[chunk][:1], self.n_learned)
+            units = self.task_units[guess].to(x.device)
+            logits = net.forward_task(x[chunk], guess)
+            scores[chunk, units] = logits[:, units].to(scores.dtype)
+            self.record.count(task[chunk], torch.full_like(task[chunk], guess))
+        return scores
+
+    def results(self) -> dict[str, Any]:
+        return self.record.results(len(self.task_units))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"n_learned": self.n_learned, "inference": self.record.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.n_learned = int(state_dict["n_learned"])
+        self.record.load_state_dict(state_dict["inference"])
