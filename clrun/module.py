@@ -24,10 +24,14 @@ class ContinualModule(pl.LightningModule):
 
     def __init__(self, net: ContinualNet, optimizer_factory: OptimizerFactory,
                  plugins: list[StrategyPlugin], setting: str, reset_optimizer: bool = True,
-                 active_units: str = "all") -> None:
+                 active_units: str = "all", lr_milestones: list[int] | None = None,
+                 lr_gamma: float = 0.1) -> None:
         super().__init__()
         self.net = net
         self.kept_optimizer = KeptOptimizer(optimizer_factory, reset_optimizer)
+        # a step schedule within each task (InterContiNet's CIFAR protocol: ×0.1 at 50 and 90)
+        self.lr_milestones = list(lr_milestones or [])
+        self.lr_gamma = lr_gamma
         self.setting = setting
         self.current_task = 0
         # "seen": in training, output units of classes not seen yet are masked out (van de Ven's
@@ -131,8 +135,16 @@ class ContinualModule(pl.LightningModule):
             self.log("train_loss", self._loss_sum / self._loss_count, prog_bar=True)
             self.log("task", float(self.current_task))
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.kept_optimizer.get([p for p in self.parameters() if p.requires_grad])
+    def configure_optimizers(self) -> torch.optim.Optimizer | dict:
+        optimizer = self.kept_optimizer.get([p for p in self.parameters() if p.requires_grad])
+        if not self.lr_milestones:
+            return optimizer
+        for group in optimizer.param_groups:  # every task starts from the configured rate
+            group["lr"] = group.setdefault("initial_lr", group["lr"])
+        schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, self.lr_milestones,
+                                                        self.lr_gamma)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule,
+                                                         "interval": "epoch"}}
 
     @torch.no_grad()
     def scores(self, x: Tensor, task: Tensor) -> Tensor:

@@ -178,7 +178,9 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None,
     check_optimizer(optimizer_factory, net)
     module = ContinualModule(net, optimizer_factory, plugins, scenario.setting,
                              reset_optimizer=cfg.train.reset_optimizer,
-                             active_units=cfg.train.get("active_units", "all"))
+                             active_units=cfg.train.get("active_units", "all"),
+                             lr_milestones=cfg.train.get("lr_milestones"),
+                             lr_gamma=cfg.train.get("lr_gamma", 0.1))
     for plugin in plugins:
         plugin.extend_model(module, scenario)
     settings = LoopSettings(stream=cfg.strategy.get("stream", "sequential"),

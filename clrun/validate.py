@@ -51,6 +51,12 @@ def validate(cfg: DictConfig) -> None:
     lr = cfg.optimizer.get("lr")
     if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0:
         raise ConfigError("optimizer.lr", lr, "must be a positive number")
+    milestones = cfg.train.get("lr_milestones")
+    if milestones is not None and (
+            not all(isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in milestones)
+            or list(milestones) != sorted(set(milestones))):
+        raise ConfigError("train.lr_milestones", list(milestones),
+                          "must be increasing positive epochs, e.g. [50, 90], or null")
     if cfg.train.get("active_units", "all") not in ("all", "seen"):
         raise ConfigError("train.active_units", cfg.train.active_units, "use one of: all, seen")
     if cfg.get("resume") not in (True, False, "auto"):

@@ -66,3 +66,37 @@ def test_split_cifar_trains_the_reduced_resnet_unless_a_model_is_named(tmp_path)
     named = run_cli("model=mlp", "hydra.run.dir=named", *common, cwd=tmp_path)
     assert named.returncode == 0, named.stderr[-2000:]
     assert read_metrics(tmp_path / "named")["config"]["model"] == "mlp"
+
+
+def test_interval_alexnet_bounds_hold_and_its_centres_are_the_alexnet():
+    import copy
+
+    from clrun.models.interval import interval_alexnet
+
+    torch.manual_seed(0)
+    net = interval_alexnet((3, 32, 32), [10], max_radius=0.01).eval()
+    centres = sum(p.numel() for n, p in net.named_parameters()
+                  if n.endswith(("weight", "bias")))
+    assert centres == 23_272_266
+    x = torch.rand(4, 3, 32, 32)
+    lower, middle, upper = net.bounds(x)
+    assert torch.allclose(middle, net(x), atol=1e-5)
+    inside = copy.deepcopy(net)  # a network drawn inside the intervals
+    with torch.no_grad():
+        for layer in inside.interval_layers():
+            for name in ("weight", "bias"):
+                mid, half = getattr(layer, f"{name}_interval")()
+                getattr(layer, name).copy_(mid + (torch.rand_like(mid) * 2 - 1) * half)
+                getattr(layer, f"{name}_shift").zero_()
+                getattr(layer, f"{name}_radius").zero_()
+    out = inside(x)
+    assert bool((lower <= out + 1e-4).all() and (out <= upper + 1e-4).all())
+
+
+def test_interval_strategy_runs_on_the_interval_alexnet(tmp_path):
+    write_cifar(tmp_path, 10, n_train=20, n_test=10)
+    cfg = compose_cfg("strategy=interval", "scenario=split_cifar10", "model=interval_alexnet",
+                      f"data_dir={tmp_path}", "scenario.n_tasks=2", "scenario.setting=task",
+                      "trainer.max_epochs=2", "strategy.plugins.interval.contraction_epochs=1",
+                      "optimizer=sgd", "logger=none")
+    assert len(run(cfg, tmp_path / "run").matrix) == 2

@@ -64,6 +64,7 @@ def one_line_error(out) -> str:  # noqa: ANN001
     ("+strategy.plugins.evil._target_=os.system", "config files may build only"),
     ("strategy.plugins.ewc.fisher_labels=maybe", "fisher_labels='maybe' is invalid"),
     ("model.hidden_sizes=[-5]", "model.hidden_sizes=[-5] is invalid: every width must be"),
+    ("train.lr_milestones=[90,50]", "train.lr_milestones=[90, 50] is invalid"),
 ])
 def test_bad_values_fail_before_training_with_one_line(tmp_path, override, needle):
     args = ["hydra.run.dir=run", "logger=none", override]

@@ -258,7 +258,8 @@ def test_every_scenario_config_runs_on_files_in_the_real_format(tmp_path, scenar
     assert len(result.matrix) == cfg.scenario.n_tasks
 
 
-@pytest.mark.parametrize("row", ["none", "joint", "ewc", "si", "lwf", "er", "agem", "icarl"])
+@pytest.mark.parametrize("row", ["none", "joint", "ewc", "si", "lwf", "er", "agem", "icarl",
+                                 "dgr", "dgr_distill"])
 def test_vandeven_experiment_wiring_on_fake_mnist(tmp_path, row):
     from clrun.run import run
     from tests.conftest import compose_cfg
@@ -266,7 +267,7 @@ def test_vandeven_experiment_wiring_on_fake_mnist(tmp_path, row):
     write_mnist_like(tmp_path / "MNIST" / "raw", gz=True, n_train=200, n_test=100)
     cfg = compose_cfg("experiment=vandeven_splitmnist", f"row=vandeven_{row}",
                       f"data_dir={tmp_path}", "trainer.max_steps=3", "logger=none",
-                      "model.hidden_sizes=[16]")
+                      "model.hidden_sizes=[16]", "metrics.generative=false")
     assert cfg.trainer.max_epochs == -1 and cfg.scenario.class_order == "permuted"
     if row == "ewc":
         assert cfg.strategy.plugins.ewc.lambda_ == 1e9  # class-IL value
@@ -285,3 +286,44 @@ def test_active_units_seen_masks_future_classes_in_training():
                              partial(torch.optim.SGD, lr=0.1), [], "class", active_units="seen")
     module.activate_units(s.tasks[0].train.y.unique())
     assert module.train_unit_mask.nonzero().flatten().tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("row", ["sgd", "ewc", "lwf", "interval"])
+def test_intercontinet_cifar10_wiring_on_fake_cifar(tmp_path, row):
+    from clrun.run import run
+    from tests.conftest import compose_cfg
+
+    write_cifar(tmp_path, 10, n_train=20, n_test=10)
+    cfg = compose_cfg("experiment=intercontinet_cifar10", f"row=icncifar_{row}",
+                      f"data_dir={tmp_path}", "trainer.max_epochs=2", "scenario.n_tasks=2",
+                      "train.lr_milestones=[1]", "logger=none", "train.drop_last=false",
+                      *(["strategy.plugins.interval.contraction_epochs=1"]
+                        if row == "interval" else []))
+    assert cfg.optimizer.lr == 0.1 and cfg.scenario.crop_padding == 4
+    assert cfg.model._target_.endswith("interval_alexnet" if row == "interval" else "alexnet")
+    if row == "ewc":
+        assert cfg.strategy.plugins.ewc.lambda_ == 0.05
+    result = run(cfg, tmp_path / "run")
+    assert len(result.matrix) == 2 and result.config["paper"] == "intercontinet_table3"
+
+
+def test_learning_rate_steps_at_the_milestones_of_every_task():
+    from functools import partial
+
+    import torch
+
+    from clrun.models.net import mlp
+    from clrun.module import ContinualModule
+
+    module = ContinualModule(mlp((1, 8, 8), [10], hidden_sizes=(4,)),
+                             partial(torch.optim.SGD, lr=0.1), [], "class",
+                             lr_milestones=[2, 3], lr_gamma=0.1)
+    for _ in range(2):  # a fresh schedule (from the configured rate) at every task
+        config = module.configure_optimizers()
+        optimizer, schedule = config["optimizer"], config["lr_scheduler"]["scheduler"]
+        rates = []
+        for _ in range(4):
+            rates.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            schedule.step()
+        assert rates == pytest.approx([0.1, 0.1, 0.01, 0.001])

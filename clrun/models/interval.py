@@ -20,6 +20,7 @@ in the vanilla and shift phases.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import partial
 
 import torch
@@ -33,49 +34,60 @@ from clrun.models.net import ContinualNet, HeadFactory, check_widths
 Bounds = tuple[Tensor, Tensor, Tensor]  # lower, middle, upper
 
 
-def nonnegative_bounds(lower: Tensor, upper: Tensor, w_lower: Tensor, w_upper: Tensor
-                       ) -> tuple[Tensor, Tensor]:
+Product = Callable[[Tensor, Tensor], Tensor]  # x, weight -> x "times" weight (linear, conv)
+
+
+def nonnegative_bounds(lower: Tensor, upper: Tensor, w_lower: Tensor, w_upper: Tensor,
+                       product: Product = F.linear) -> tuple[Tensor, Tensor]:
     """Exact bounds of x @ w.T over x in [lower, upper] (lower >= 0) and w in [w_lower, w_upper].
 
     With x >= 0, the least product takes the lower weight and, for a negative weight, the
-    largest input; the greatest mirrors it.
+    largest input; the greatest mirrors it. A convolution is a product of the same kind.
     """
-    low = F.linear(lower, w_lower.clamp(min=0)) + F.linear(upper, w_lower.clamp(max=0))
-    high = F.linear(upper, w_upper.clamp(min=0)) + F.linear(lower, w_upper.clamp(max=0))
+    low = product(lower, w_lower.clamp(min=0)) + product(upper, w_lower.clamp(max=0))
+    high = product(upper, w_upper.clamp(min=0)) + product(lower, w_upper.clamp(max=0))
     return low, high
 
 
-def point_input_bounds(x: Tensor, w_lower: Tensor, w_upper: Tensor) -> tuple[Tensor, Tensor]:
+def point_input_bounds(x: Tensor, w_lower: Tensor, w_upper: Tensor,
+                       product: Product = F.linear) -> tuple[Tensor, Tensor]:
     """Exact bounds of x @ w.T for a point input of any sign (the network's first layer)."""
     positive, negative = x.clamp(min=0), (-x).clamp(min=0)
-    low = F.linear(positive, w_lower) - F.linear(negative, w_upper)
-    high = F.linear(positive, w_upper) - F.linear(negative, w_lower)
+    low = product(positive, w_lower) - product(negative, w_upper)
+    high = product(positive, w_upper) - product(negative, w_lower)
     return low, high
 
 
-class IntervalLinear(nn.Module):
-    """A linear layer whose weights and biases are intervals (see the module docstring)."""
+class IntervalLayer(nn.Module):
+    """A layer whose weights and biases are intervals (see the module docstring); subclasses
+    say what the weights do to an input (`product`: a linear map or a convolution)."""
 
-    def __init__(self, in_features: int, out_features: int, max_radius: float = 1.0,
+    def __init__(self, weight_shape: tuple[int, ...], max_radius: float = 1.0,
                  scale_init: float = 5.0, normalize_shift: bool = False) -> None:
         super().__init__()
         if max_radius <= 0:
             raise ConfigError("model.max_radius", max_radius, "must be > 0")
-        self.in_features, self.out_features = in_features, out_features
+        out_features = weight_shape[0]
         max_radius, scale_init = float(max_radius), float(scale_init)  # configs may give ints
         self.scale_init = scale_init
         # normalize_shift: the shift parameter moves in units of the radius, so a layer whose
         # radii shrank keeps a useful learning rate.
         self.normalize_shift = normalize_shift
-        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.weight = nn.Parameter(torch.empty(weight_shape))
         self.bias = nn.Parameter(torch.zeros(out_features))
-        self.weight_shift = nn.Parameter(torch.zeros(out_features, in_features))
+        self.weight_shift = nn.Parameter(torch.zeros(weight_shape))
         self.bias_shift = nn.Parameter(torch.zeros(out_features))
-        self.weight_scale = nn.Parameter(torch.full((out_features, in_features), scale_init))
+        self.weight_scale = nn.Parameter(torch.full(weight_shape, scale_init))
         self.bias_scale = nn.Parameter(torch.full((out_features,), scale_init))
-        self.register_buffer("weight_radius", torch.full((out_features, in_features), max_radius))
+        self.register_buffer("weight_radius", torch.full(weight_shape, max_radius))
         self.register_buffer("bias_radius", torch.full((out_features,), max_radius))
-        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Linear's; biases start at 0
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # torch's; biases start at 0
+
+    def product(self, x: Tensor, weight: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _with_bias(self, y: Tensor, bias: Tensor) -> Tensor:
+        return y + bias.view(1, -1, *([1] * (y.dim() - 2)))
 
     def _shift(self, radius: Tensor, shift: Tensor) -> Tensor:
         """s in (-1, 1): where the middle sits inside [W - r, W + r], in units of r."""
@@ -99,8 +111,9 @@ class IntervalLinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """The middle network's output (what the model predicts with); no widths needed."""
-        return F.linear(x, self._middle(self.weight, self.weight_radius, self.weight_shift),
-                        self._middle(self.bias, self.bias_radius, self.bias_shift))
+        weight = self._middle(self.weight, self.weight_radius, self.weight_shift)
+        return self._with_bias(self.product(x, weight),
+                               self._middle(self.bias, self.bias_radius, self.bias_shift))
 
     def forward_bounds(self, bounds: Bounds, point_input: bool = False) -> Bounds:
         """Propagate (lower, middle, upper); inputs must be >= 0 unless `point_input`."""
@@ -108,10 +121,14 @@ class IntervalLinear(nn.Module):
         w_mid, w_half = self.weight_interval()
         b_mid, b_half = self.bias_interval()
         if point_input:
-            low, high = point_input_bounds(middle, w_mid - w_half, w_mid + w_half)
+            low, high = point_input_bounds(middle, w_mid - w_half, w_mid + w_half,
+                                           self.product)
         else:
-            low, high = nonnegative_bounds(lower, upper, w_mid - w_half, w_mid + w_half)
-        return (low + (b_mid - b_half), F.linear(middle, w_mid, b_mid), high + (b_mid + b_half))
+            low, high = nonnegative_bounds(lower, upper, w_mid - w_half, w_mid + w_half,
+                                           self.product)
+        return (self._with_bias(low, b_mid - b_half),
+                self._with_bias(self.product(middle, w_mid), b_mid),
+                self._with_bias(high, b_mid + b_half))
 
     def trainable(self, phase: str) -> list[nn.Parameter]:
         return {"vanilla": [self.weight, self.bias],
@@ -129,6 +146,39 @@ class IntervalLinear(nn.Module):
             radius.copy_(half)
             shift.zero_()
             scale.fill_(self.scale_init)
+
+
+class IntervalLinear(IntervalLayer):
+    def __init__(self, in_features: int, out_features: int, max_radius: float = 1.0,
+                 scale_init: float = 5.0, normalize_shift: bool = False) -> None:
+        super().__init__((out_features, in_features), max_radius, scale_init, normalize_shift)
+        self.in_features, self.out_features = in_features, out_features
+
+    def product(self, x: Tensor, weight: Tensor) -> Tensor:
+        return F.linear(x, weight)
+
+
+class IntervalConv2d(IntervalLayer):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 padding: int = 0, max_radius: float = 1.0, scale_init: float = 5.0,
+                 normalize_shift: bool = False) -> None:
+        super().__init__((out_channels, in_channels, kernel_size, kernel_size), max_radius,
+                         scale_init, normalize_shift)
+        self.stride, self.padding = stride, padding
+
+    def product(self, x: Tensor, weight: Tensor) -> Tensor:
+        return F.conv2d(x, weight, stride=self.stride, padding=self.padding)
+
+
+class IntervalDropout(nn.Dropout):
+    """Dropout that drops the same units from all three bounds (independent masks would break
+    lower ≤ middle ≤ upper)."""
+
+    def forward_bounds(self, bounds: Bounds, point_input: bool = False) -> Bounds:
+        if not self.training or self.p == 0:
+            return bounds
+        keep = (torch.rand_like(bounds[1]) >= self.p).to(bounds[1].dtype) / (1 - self.p)
+        return tuple(b * keep for b in bounds)
 
 
 class PointHead(nn.Linear):
@@ -154,18 +204,20 @@ class IntervalNet(ContinualNet):
         self.track_bounds = False
         self.logit_bounds: tuple[Tensor, Tensor] | None = None
 
-    def interval_layers(self) -> list[IntervalLinear]:
-        return [m for m in self.modules() if isinstance(m, IntervalLinear)]
+    def interval_layers(self) -> list[IntervalLayer]:
+        return [m for m in self.modules() if isinstance(m, IntervalLayer)]
 
     def bounds(self, x: Tensor) -> Bounds:
         """(lower, middle, upper) logits: every network inside the intervals lies between."""
         state: Bounds = (x, x, x)
         point = True
         for layer in self.backbone:
-            if isinstance(layer, IntervalLinear):
+            if isinstance(layer, IntervalLayer):
                 state = layer.forward_bounds(state, point_input=point)
                 point = False
-            else:  # Flatten and ReLU are monotone: apply them to each bound
+            elif isinstance(layer, IntervalDropout):
+                state = layer.forward_bounds(state)
+            else:  # Flatten, ReLU and max-pooling are monotone: apply them to each bound
                 state = (layer(state[0]), layer(state[1]), layer(state[2]))
         outputs = [head.forward_bounds(state, point_input=point) for head in self.heads]
         return tuple(torch.cat(parts, dim=1) for parts in zip(*outputs, strict=True))
@@ -183,7 +235,7 @@ class IntervalNet(ContinualNet):
             parameter.requires_grad_(False)
             parameter.grad = None
         for module in self.modules():
-            if isinstance(module, (IntervalLinear, PointHead)):
+            if isinstance(module, (IntervalLayer, PointHead)):
                 for parameter in module.trainable(phase):
                     parameter.requires_grad_(True)
 
@@ -208,3 +260,29 @@ def interval_mlp(input_shape: tuple[int, ...], head_sizes: list[int],
         width = hidden
     head_factory = interval_layer if len(head_sizes) == 1 else PointHead
     return IntervalNet(nn.Sequential(*layers), width, list(head_sizes), head_factory)
+
+
+@config_target
+def interval_alexnet(input_shape: tuple[int, ...], head_sizes: list[int],
+                     max_radius: float = 1.0, scale_init: float = 5.0,
+                     normalize_shift: bool = False, dropout: float = 0.5) -> IntervalNet:
+    """InterContiNet's CIFAR AlexNet (clrun.models.alexnet) with interval convolutions and
+    linear layers; dropout drops the same units from every bound."""
+    if len(input_shape) != 3 or min(input_shape[1:]) < 16:
+        raise ConfigError("model", "interval_alexnet", "needs images of at least 16×16 pixels; "
+                          f"this scenario's inputs are {tuple(input_shape)}")
+    settings = {"max_radius": max_radius, "scale_init": scale_init,
+                "normalize_shift": normalize_shift}
+
+    def conv(a: int, b: int, stride: int = 1) -> list[nn.Module]:
+        return [IntervalConv2d(a, b, 3, stride, 1, **settings), nn.ReLU()]
+
+    channels, height, width = input_shape
+    size = 256 * math.prod(max(1, math.ceil(side / 2) // 8) for side in (height, width))
+    backbone = nn.Sequential(
+        *conv(channels, 64, stride=2), nn.MaxPool2d(2), *conv(64, 192), nn.MaxPool2d(2),
+        *conv(192, 384), *conv(384, 256), *conv(256, 256), nn.MaxPool2d(2), nn.Flatten(),
+        IntervalDropout(dropout), IntervalLinear(size, 4096, **settings), nn.ReLU(),
+        IntervalDropout(dropout), IntervalLinear(4096, 4096, **settings), nn.ReLU())
+    head_factory = (partial(IntervalLinear, **settings) if len(head_sizes) == 1 else PointHead)
+    return IntervalNet(backbone, 4096, list(head_sizes), head_factory)
