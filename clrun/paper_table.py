@@ -22,6 +22,8 @@ SETTING_TITLES = {"task": "task-IL", "domain": "domain-IL", "class": "class-IL"}
 class Target:
     mean: float
     std: float
+    # why a published number cannot be reproduced (optional `note` column of the targets file)
+    note: str = ""
 
 
 def available_papers() -> list[str]:
@@ -34,7 +36,8 @@ def load_targets(paper: str) -> dict[tuple[str, str], Target]:
     if paper not in available_papers():
         raise ClrunError(f"unknown paper {paper!r}; available: {', '.join(available_papers())}")
     text = resources.files("clrun.papers").joinpath(f"{paper}.csv").read_text()
-    return {(r["row"], r["setting"]): Target(float(r["mean"]), float(r["std"]))
+    return {(r["row"], r["setting"]): Target(float(r["mean"]), float(r["std"]),
+                                             r.get("note") or "")
             for r in csv.DictReader(io.StringIO(text))}
 
 
@@ -93,10 +96,13 @@ def _ours(c: Comparison) -> str:
     return f"{c.ours.describe()} (n={len(c.ours.values)}{failed})"
 
 
+EXPLAINED = "‡"  # off the paper's number for a reason the targets file states
+
+
 def _diff(c: Comparison, flag: str) -> str:
     if c.diff is None:
         return "—"
-    return f"{c.diff:+.2f}" + (f" {flag}" if c.flagged else "")
+    return f"{c.diff:+.2f}" + (f" {EXPLAINED if c.paper.note else flag}" if c.flagged else "")
 
 
 def _rows(comparisons: list[Comparison]) -> dict[str, dict[str, Comparison]]:
@@ -130,6 +136,9 @@ def render_markdown(comparisons: list[Comparison]) -> str:
     lines.append("")
     lines.append(f"⚠ = |diff| > max(3, 2 × paper std): {len(flagged)} of "
                  f"{sum(c.ours.mean is not None for c in comparisons)} cells run.")
+    for note in sorted({c.paper.note for c in flagged if c.paper.note}):
+        rows = sorted({c.row for c in flagged if c.paper.note == note})
+        lines.append(f"{EXPLAINED} ({', '.join(rows)}) = {note}")
     return "\n".join(lines)
 
 
@@ -147,8 +156,8 @@ def render_latex(comparisons: list[Comparison]) -> str:
                 cells += ["", "--", ""]
                 continue
             ours = "--" if c.ours.mean is None else c.ours.describe().replace("±", "$\\pm$")
-            diff = "--" if c.diff is None else f"{c.diff:+.2f}" + (r"$^\dagger$" if c.flagged
-                                                                  else "")
+            mark = (r"$^\ddagger$" if c.paper.note else r"$^\dagger$") if c.flagged else ""
+            diff = "--" if c.diff is None else f"{c.diff:+.2f}" + mark
             cells += [ours, f"{c.paper.mean:.2f} $\\pm$ {c.paper.std:.2f}", diff]
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]

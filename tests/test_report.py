@@ -111,7 +111,8 @@ def test_reproduce_help_lists_the_experiments(capsys):
     from clrun.reproduce import main as reproduce
 
     assert reproduce(["--help"]) == 0
-    assert "experiments: generative_fmnist, intercontinet_fmnist" in capsys.readouterr().out
+    assert "experiments: architectural_fmnist, generative_fmnist, hnet_splitmnist" in \
+        capsys.readouterr().out
     assert reproduce(["intercontinet"]) == 2
     assert "unknown experiment 'intercontinet'" in capsys.readouterr().err
 
@@ -145,3 +146,17 @@ def test_seen_average_of_a_matrix_and_of_joint_training():
 
     assert seen_average([[90.0, 0.0], [40.0, 95.0]]) == [90.0, 67.5]
     assert seen_average([[80.0, 90.0]]) == [85.0]
+
+
+def test_a_cell_with_a_stated_reason_is_marked_apart_from_the_flags():
+    from clrun.aggregate import Cell
+    from clrun.paper_table import Comparison, Target
+
+    unexplained = Comparison("ewc", "task", Cell([80.0]), Target(97.5, 0.1))
+    explained = Comparison("interval", "task", Cell([85.0]),
+                           Target(98.4, 0.1, "paper not reproducible from the authors' release"))
+    markdown = render_markdown([unexplained, explained])
+    assert "| ewc | 80.00 (n=1) | 97.50 ± 0.10 | -17.50 ⚠ |" in markdown
+    assert "| interval | 85.00 (n=1) | 98.40 ± 0.10 | -13.40 ‡ |" in markdown
+    assert "‡ (interval) = paper not reproducible from the authors' release" in markdown
+    assert r"-13.40$^\ddagger$" in render_latex([unexplained, explained])
