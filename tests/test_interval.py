@@ -209,3 +209,22 @@ def test_integer_config_values_build_float_intervals():
     net = interval_mlp((3,), [2], hidden_sizes=(4,), max_radius=1, scale_init=0)
     layer = net.interval_layers()[0]
     assert layer.weight_scale.dtype == layer.weight_radius.dtype == torch.float32
+
+
+def test_robust_lambda_weights_the_scale_phase_loss_and_is_off_by_default():
+    def scale_loss(plugin: IntervalTraining) -> float:
+        plugin.phase = "scale"
+        torch.manual_seed(0)
+        net = interval_mlp((3,), [2], hidden_sizes=())
+        net.track_bounds = True
+        module = ContinualModule(net, partial(torch.optim.SGD, lr=0.1), [plugin], "class")
+        x = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]])
+        batch = Batch(x, torch.tensor([0, 1]), torch.zeros(2, dtype=torch.long))
+        return plugin.loss(module, batch, net(x)).item()
+
+    assert IntervalTraining().robust_lambda is None
+    plain = scale_loss(IntervalTraining())
+    weighted = scale_loss(IntervalTraining(robust_lambda=100))
+    assert plain > 0 and weighted == pytest.approx(100 * plain)
+    with pytest.raises(ConfigError, match="robust_lambda=0 is invalid"):
+        IntervalTraining(robust_lambda=0)

@@ -11,6 +11,10 @@ new outer intervals (`IntervalNet.freeze_task`).
 
 Each phase sets the learning rate of every parameter group: the optimizer's own in the vanilla
 phase, `shift_lr` and `scale_lr` in the others (the authors' code does the same).
+
+`robust_lambda` (off by default) multiplies the scale phase's robust loss: the weight the
+authors' scripts pass (100 / 1 / 100 in task-/domain-/class-IL) but their released code never
+reads. With plain SGD it is the same as multiplying `scale_lr` by it.
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ class IntervalTraining(StrategyPlugin):
 
     def __init__(self, contraction_epochs: int = 10, shift_lr: float = 1.0,
                  scale_lr: float = 0.01, robust_threshold: float = 0.9,
-                 lookback: int = 10) -> None:
+                 lookback: int = 10, robust_lambda: float | None = None) -> None:
         super().__init__()
         if contraction_epochs < 1:
             raise ConfigError(f"{KEY}.contraction_epochs", contraction_epochs, "must be >= 1")
@@ -65,6 +69,9 @@ class IntervalTraining(StrategyPlugin):
             raise ConfigError(f"{KEY}.robust_threshold", robust_threshold, "must be in [0, 1]")
         if lookback < 1:
             raise ConfigError(f"{KEY}.lookback", lookback, "must be >= 1")
+        if robust_lambda is not None and robust_lambda <= 0:
+            raise ConfigError(f"{KEY}.robust_lambda", robust_lambda, "must be > 0, or null")
+        self.robust_lambda = robust_lambda
         self.contraction_epochs = contraction_epochs
         self.shift_lr = shift_lr
         self.scale_lr = scale_lr
@@ -126,7 +133,8 @@ class IntervalTraining(StrategyPlugin):
             self.robust_accuracy.append(self._batch_accuracy(module, batch, robust))
             lagging = (torch.stack(tuple(self.robust_accuracy)).mean()
                        < self.robust_threshold * torch.stack(tuple(self.accuracy)).mean())
-        return robust_loss * lagging  # a zero loss leaves the scales where they are
+        weight = 1.0 if self.robust_lambda is None else self.robust_lambda
+        return weight * robust_loss * lagging  # a zero loss leaves the scales where they are
 
     @staticmethod
     def _batch_accuracy(module: ContinualModule, batch: Batch, logits: Tensor) -> Tensor:
