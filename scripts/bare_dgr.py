@@ -12,15 +12,13 @@ training and replay sampling, per task, so a growing cost would show.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import time
 from functools import partial
 
 import torch
 import torch.nn.functional as F
-from bare_loop import load  # scripts/ is on sys.path when this runs as a script
-from torch import nn
+from bare_loop import evaluate, setup  # scripts/ is on sys.path when run as a script
 
 from clrun.generators.vae import VAE
 
@@ -54,17 +52,7 @@ def batches(n: int, batch_size: int, steps: int, generator: torch.Generator):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--scenario", default="split_fmnist")
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    torch.manual_seed(args.seed)
-    scenario = load(args.scenario, args.batch_size)
-    pixels = scenario.input_shape[-1] * scenario.input_shape[-2]
-    model = nn.Sequential(nn.Flatten(), nn.Linear(pixels, 400), nn.ReLU(), nn.Linear(400, 400),
-                          nn.ReLU(), nn.Linear(400, scenario.head_sizes[0]))
+    args, scenario, model = setup("steps", 300)
     vae = VAE(scenario.input_shape, scenario.n_natural, optimizer=partial(torch.optim.Adam))
     model_opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     vae_opt = torch.optim.Adam(vae.parameters(), lr=1e-3)
@@ -108,16 +96,7 @@ def main() -> None:
                 model_opt.step()
         teacher = copy.deepcopy(model).eval().requires_grad_(False)
         previous = copy.deepcopy(vae).eval().requires_grad_(False)
-        model.eval()
-        with torch.no_grad():
-            row = []
-            for k in scenario.tasks:
-                correct = 0
-                for s in range(0, len(k.test), 1024):
-                    scores = model(pipeline(k.test.x[s:s + 1024], train=False))
-                    correct += (scores.argmax(1) == k.test.y[s:s + 1024]).sum().item()
-                row.append(100.0 * correct / len(k.test))
-        model.train()
+        row = evaluate(model, scenario)
         spent = {k: v - before.get(k, 0.0) for k, v in clock.total.items()}
         print(f"after task {task.index}: " + " ".join(f"{v:.1f}" for v in row) + "  | seconds: "
               + ", ".join(f"{k} {v:.2f}" for k, v in sorted(spent.items())))

@@ -20,7 +20,7 @@ stage goes into metrics.json.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -28,10 +28,9 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from clrun.architectural.conditioned import TaskConditionedNet
-from clrun.architectural.inference import TaskInferenceRecord, task_units
+from clrun.architectural.inference import TaskInferring, task_units
 from clrun.errors import ConfigError
 from clrun.models.net import ContinualNet, check_widths
-from clrun.plugin import StrategyPlugin
 
 if TYPE_CHECKING:
     from clrun.loop import TaskLoop
@@ -94,7 +93,7 @@ class HyperNet(TaskConditionedNet):
         return logits[:, self.head_slice(t)] if len(self.head_sizes) > 1 else logits
 
 
-class HNET(StrategyPlugin):
+class HNET(TaskInferring):
     """`strategy=hnet`; see the module docstring."""
 
     def __init__(self, beta: float = 0.01, embedding_size: int = 96,
@@ -106,9 +105,6 @@ class HNET(StrategyPlugin):
         self.beta = beta
         self.sizes = (embedding_size, list(hidden_sizes), chunk_size, chunk_embedding_size)
         self.targets: list[Tensor] = []
-        self.units: list[Tensor] = []
-        self.n_learned = 0
-        self.record = TaskInferenceRecord()
 
     def extend_model(self, module: ContinualModule, scenario: Scenario) -> None:
         module.net = HyperNet(module.net, scenario.n_tasks, *self.sizes).to(module.device)
@@ -137,10 +133,6 @@ class HNET(StrategyPlugin):
                     for j, target in enumerate(self.targets))
         return self.beta * drift / len(self.targets)
 
-    def on_task_end(self, loop: TaskLoop, task: Task) -> None:
-        self.n_learned = task.index + 1
-        self.record.stage = len(loop.matrix)
-
     def predict(self, module: ContinualModule, x: Tensor, task: Tensor) -> Tensor | None:
         """HNET+ENT: per sample, the learned task whose network is least uncertain."""
         if module.setting == "task" or self.n_learned == 0:
@@ -159,13 +151,3 @@ class HNET(StrategyPlugin):
             scores[rows[:, None], units[None, :]] = candidates[j][rows]
         self.record.count(task, guess)
         return scores
-
-    def results(self) -> dict[str, Any]:
-        return self.record.results(len(self.units))
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"n_learned": self.n_learned, "inference": self.record.state_dict()}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.n_learned = int(state_dict["n_learned"])
-        self.record.load_state_dict(state_dict["inference"])

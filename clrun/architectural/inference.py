@@ -3,10 +3,16 @@ the inferred task was the true one, per task, after every training stage."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
+
+from clrun.plugin import StrategyPlugin
+
+if TYPE_CHECKING:
+    from clrun.loop import TaskLoop
+    from clrun.scenarios.base import Task
 
 
 def task_units(scenario: Any) -> list[Tensor]:
@@ -46,3 +52,28 @@ class TaskInferenceRecord:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.counts = {int(s): {int(t): list(c) for t, c in row.items()}
                        for s, row in state.items()}
+
+
+class TaskInferring(StrategyPlugin):
+    """Base of the plugins that infer the task outside task-IL (SupSup, HNET): the tasks
+    learned so far, each task's output units, and the inference record in metrics.json."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.units: list[Tensor] = []
+        self.n_learned = 0
+        self.record = TaskInferenceRecord()
+
+    def on_task_end(self, loop: TaskLoop, task: Task) -> None:
+        self.n_learned = task.index + 1
+        self.record.stage = len(loop.matrix)  # the evaluation that follows is this stage's
+
+    def results(self) -> dict[str, Any]:
+        return self.record.results(len(self.units))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"n_learned": self.n_learned, "inference": self.record.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.n_learned = int(state_dict["n_learned"])
+        self.record.load_state_dict(state_dict["inference"])

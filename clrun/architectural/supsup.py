@@ -19,14 +19,14 @@ its own (slow). Each stage's task-inference accuracy per task goes into metrics.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from clrun.architectural.conditioned import TaskConditionedNet
-from clrun.architectural.inference import TaskInferenceRecord, task_units
+from clrun.architectural.inference import TaskInferring, task_units
 from clrun.architectural.masks import (
     MaskedLayer,
     masked_layers,
@@ -37,7 +37,6 @@ from clrun.architectural.masks import (
 )
 from clrun.errors import ConfigError
 from clrun.models.net import ContinualNet
-from clrun.plugin import StrategyPlugin
 from clrun.strategies.importance import check_choice
 
 if TYPE_CHECKING:
@@ -112,7 +111,7 @@ class SupSupNet(TaskConditionedNet):
         return int(gradient.argmin())
 
 
-class SupSup(StrategyPlugin):
+class SupSup(TaskInferring):
     """`strategy=supsup`; see the module docstring."""
 
     def __init__(self, mask: str = "topk", sparsity: float = 0.5, seed: int = 0,
@@ -124,22 +123,15 @@ class SupSup(StrategyPlugin):
         self.rule, self.sparsity, self.seed = mask, sparsity, seed
         self.inference_batch_size = inference_batch_size
         self.per_sample = per_sample
-        self.task_units: list[Tensor] = []
-        self.n_learned = 0
-        self.record = TaskInferenceRecord()
 
     def extend_model(self, module: ContinualModule, scenario: Scenario) -> None:
         module.net = SupSupNet(module.net, scenario.n_tasks, self.rule, self.sparsity,
                                self.seed).to(module.device)
         module.refresh_heads()
-        self.task_units = task_units(scenario)
+        self.units = task_units(scenario)
 
     def on_task_start(self, loop: TaskLoop, task: Task) -> None:
         loop.module.net.train_only(task.index)
-
-    def on_task_end(self, loop: TaskLoop, task: Task) -> None:
-        self.n_learned = task.index + 1
-        self.record.stage = len(loop.matrix)
 
     def predict(self, module: ContinualModule, x: Tensor, task: Tensor) -> Tensor | None:
         if module.setting == "task" or self.n_learned == 0:
@@ -150,18 +142,8 @@ class SupSup(StrategyPlugin):
         for start in range(0, len(x), size):
             chunk = slice(start, start + size)
             guess = net.infer_task(x[chunk][:1], self.n_learned)
-            units = self.task_units[guess].to(x.device)
+            units = self.units[guess].to(x.device)
             logits = net.forward_task(x[chunk], guess)
             scores[chunk, units] = logits[:, units].to(scores.dtype)
             self.record.count(task[chunk], torch.full_like(task[chunk], guess))
         return scores
-
-    def results(self) -> dict[str, Any]:
-        return self.record.results(len(self.task_units))
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"n_learned": self.n_learned, "inference": self.record.state_dict()}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.n_learned = int(state_dict["n_learned"])
-        self.record.load_state_dict(state_dict["inference"])
