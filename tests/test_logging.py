@@ -56,3 +56,18 @@ def test_plots_are_titled_and_curves_start_where_a_task_is_learned():
     legend = axes.get_legend()
     assert legend.get_bbox_to_anchor().x0 > axes.bbox.x1 - 1  # beside the axes, not on the data
     assert heatmap_figure(matrix, title).axes[0].get_title() == title
+
+
+def test_sample_grids_reach_tensorboard(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from clrun.run import run
+    from tests.conftest import compose_cfg
+
+    cfg = compose_cfg("strategy=dgr", "generator=vae", "scenario.n_tasks=2", "logger=tensorboard",
+                      "trainer.max_epochs=1", "model.hidden_sizes=[16]",
+                      "generator.hidden_sizes=[16]", "metrics.prd.runs=1")
+    run(cfg, tmp_path)
+    events = EventAccumulator(str(tmp_path / "tensorboard")).Reload()
+    assert {"samples/task_0", "samples/task_1"} <= set(events.Tags()["images"])
+    assert "generative/fid_task_0" in events.Tags()["scalars"]
