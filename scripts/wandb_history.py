@@ -23,7 +23,10 @@ def history(run_file: Path):
     store = datastore.DataStore()
     store.open_for_scan(str(run_file))
     while True:
-        data = store.scan_data()
+        try:
+            data = store.scan_data()
+        except AssertionError:  # a run still writing: its last record is not complete yet
+            return
         if data is None:
             return
         record = wandb_internal_pb2.Record()
