@@ -61,7 +61,12 @@ def collect(multirun_dir: Path) -> list[JobRecord]:
     return records
 
 
-def swept_keys(records: list[JobRecord], exclude: tuple[str, ...] = ("seed",)) -> list[str]:
+# keys that never split a table: seeds are averaged over, and a job resumed with `resume=...`
+# continues the same run (resume is exact), so it belongs with the jobs that never stopped
+NOT_AXES = ("seed", "resume")
+
+
+def swept_keys(records: list[JobRecord], exclude: tuple[str, ...] = NOT_AXES) -> list[str]:
     """Override keys whose value differs between jobs (the sweep's axes), minus `exclude`."""
     keys: dict[str, set[str]] = {}
     for record in records:

@@ -30,13 +30,14 @@ def test_sweep_table_groups_by_swept_keys_and_reports_failures(tmp_path):
     write_job(tmp_path, 1, ["strategy=ewc", "seed=2"], acc=90.0)
     write_job(tmp_path, 2, ["strategy=si", "seed=1"], acc=70.0)
     write_job(tmp_path, 3, ["strategy=si", "seed=2"], error="scenario.n_tasks=3 is invalid")
+    write_job(tmp_path, 4, ["strategy=ewc", "seed=3", "resume=auto"], acc=85.0)  # a resumed job
     records = collect(tmp_path)
     assert swept_keys(records) == ["strategy"]
     cells = group(records, ["strategy"])
-    assert cells[("ewc",)].mean == 85.0 and round(cells[("ewc",)].std, 4) == 7.0711
+    assert cells[("ewc",)].mean == 85.0 and round(cells[("ewc",)].std, 4) == 5.0
     assert [r.status for r in cells[("si",)].failed] == ["failed"]
     table = sweep_table(records)
-    assert "| ewc | 85.00 ± 7.07 | 2 |" in table and "| si | 70.00 | 1 |" in table
+    assert "| ewc | 85.00 ± 5.00 | 3 |" in table and "| si | 70.00 | 1 |" in table
     assert "3: scenario.n_tasks=3 is invalid" in table
 
 
