@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,12 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str | None] | None = None,
     full_env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run([sys.executable, "-m", "clrun.cli", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def run_clis(*commands: tuple[str, ...], cwd: Path) -> list[subprocess.CompletedProcess]:
+    """Run independent `clrun` commands side by side (they mostly wait on one core each)."""
+    with ThreadPoolExecutor(max_workers=len(commands)) as pool:
+        return list(pool.map(lambda args: run_cli(*args, cwd=cwd), commands))
 
 
 def read_metrics(run_dir: Path) -> dict:

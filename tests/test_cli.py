@@ -1,4 +1,5 @@
-"""The real `clrun` command in a subprocess: outputs, determinism, bad input, real data."""
+"""The real `clrun` command in a subprocess: outputs, determinism, bad input, real data (value
+checks also in-process, through the functions the command calls)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,11 @@ import json
 
 import pytest
 
-from tests.conftest import FAST, read_metrics, run_cli
+from clrun.errors import ClrunError
+from clrun.paths import config_dir
+from clrun.preflight import check_command_line
+from clrun.run import run
+from tests.conftest import FAST, compose_cfg, read_metrics, run_cli, run_clis
 
 
 def test_default_run_prints_the_matrix_and_writes_metrics(tmp_path):
@@ -23,10 +28,10 @@ def test_default_run_prints_the_matrix_and_writes_metrics(tmp_path):
 
 
 def test_joint_training_clearly_beats_fine_tuning_in_class_il(tmp_path):
-    naive = run_cli("hydra.run.dir=naive", "strategy=naive", "scenario.setting=class",
-                    "logger=none", cwd=tmp_path)
-    joint = run_cli("hydra.run.dir=joint", "strategy=joint", "scenario.setting=class",
-                    "logger=none", cwd=tmp_path)
+    naive, joint = run_clis(
+        ("hydra.run.dir=naive", "strategy=naive", "scenario.setting=class", "logger=none"),
+        ("hydra.run.dir=joint", "strategy=joint", "scenario.setting=class", "logger=none"),
+        cwd=tmp_path)
     assert naive.returncode == 0 and joint.returncode == 0
     naive_acc = read_metrics(tmp_path / "naive")["acc"]
     joint_acc = read_metrics(tmp_path / "joint")["acc"]
@@ -34,14 +39,12 @@ def test_joint_training_clearly_beats_fine_tuning_in_class_il(tmp_path):
 
 
 def test_same_seed_gives_identical_metrics(tmp_path):
-    for name in ("a", "b"):
-        out = run_cli(f"hydra.run.dir={name}", "seed=7", "strategy=ewc", *FAST, cwd=tmp_path)
-        assert out.returncode == 0, out.stderr
+    outs = run_clis(*[(f"hydra.run.dir={name}", f"seed={seed}", "strategy=ewc", *FAST)
+                      for name, seed in (("a", 7), ("b", 7), ("c", 8))], cwd=tmp_path)
+    assert all(out.returncode == 0 for out in outs), [out.stderr for out in outs]
     a = (tmp_path / "a" / "metrics.json").read_text()
     b = (tmp_path / "b" / "metrics.json").read_text()
     assert a == b
-    other = run_cli("hydra.run.dir=c", "seed=8", "strategy=ewc", *FAST, cwd=tmp_path)
-    assert other.returncode == 0
     assert json.loads(a)["accuracy_matrix"] != read_metrics(tmp_path / "c")["accuracy_matrix"]
 
 
@@ -54,7 +57,7 @@ def one_line_error(out) -> str:  # noqa: ANN001
     return lines[0]
 
 
-@pytest.mark.parametrize("override,needle", [
+BAD_VALUES = [
     ("scenario.setting=foo", "scenario.setting='foo' is invalid: use one of: task, domain, class"),
     ("optimizer.lr=-0.1", "optimizer.lr=-0.1 is invalid"),
     ("trainer.max_epochs=0", "trainer.max_epochs=0 is invalid"),
@@ -65,12 +68,29 @@ def one_line_error(out) -> str:  # noqa: ANN001
     ("strategy.plugins.ewc.fisher_labels=maybe", "fisher_labels='maybe' is invalid"),
     ("model.hidden_sizes=[-5]", "model.hidden_sizes=[-5] is invalid: every width must be"),
     ("train.lr_milestones=[90,50]", "train.lr_milestones=[90, 50] is invalid"),
-])
+]
+
+
+def with_strategy(override: str) -> list[str]:
+    return ["strategy=ewc", override] if "plugins.ewc" in override else [override]
+
+
+@pytest.mark.parametrize("override,needle", BAD_VALUES)
+def test_bad_values_are_refused_before_training(tmp_path, override, needle):
+    """Every value check, in-process: the command-line checks, then `run` (what the CLI calls)."""
+    overrides = ["logger=none", *with_strategy(override)]
+    with pytest.raises(ClrunError) as refused:
+        added = check_command_line(str(config_dir()), "config", None, overrides,
+                                   multirun=False, will_run=True)
+        run(compose_cfg(*overrides, *added), tmp_path / "run")
+    assert needle in str(refused.value)
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("override,needle", [BAD_VALUES[1], BAD_VALUES[6]])
 def test_bad_values_fail_before_training_with_one_line(tmp_path, override, needle):
-    args = ["hydra.run.dir=run", "logger=none", override]
-    if "plugins.ewc" in override:
-        args.insert(0, "strategy=ewc")
-    out = run_cli(*args, cwd=tmp_path)
+    """The CLI turns a refusal (from `run` or from its command-line checks) into one line."""
+    out = run_cli("hydra.run.dir=run", "logger=none", *with_strategy(override), cwd=tmp_path)
     assert needle in one_line_error(out)
     assert not (tmp_path / "run" / "metrics.json").exists()
 
@@ -102,11 +122,12 @@ def test_hydra_and_trainer_mistakes_are_one_line(tmp_path, args, needle):
 
 def test_unwritable_run_directory_is_one_line(tmp_path):
     (tmp_path / "a_file").write_text("")
-    out = run_cli("hydra.run.dir=a_file/run", "logger=none", cwd=tmp_path)
-    assert "cannot write the run directory" in one_line_error(out)
-    assert "hydra.run.dir=" in out.stderr
-    out = run_cli("-m", "hydra.sweep.dir=a_file/sweep", "seed=1,2", "logger=none", cwd=tmp_path)
-    assert "choose another with hydra.sweep.dir=" in one_line_error(out)
+    single, sweep = run_clis(("hydra.run.dir=a_file/run", "logger=none"),
+                             ("-m", "hydra.sweep.dir=a_file/sweep", "seed=1,2", "logger=none"),
+                             cwd=tmp_path)
+    assert "cannot write the run directory" in one_line_error(single)
+    assert "hydra.run.dir=" in single.stderr
+    assert "choose another with hydra.sweep.dir=" in one_line_error(sweep)
 
 
 def test_combined_strategies_are_named_together(tmp_path):

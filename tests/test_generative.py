@@ -23,7 +23,7 @@ from clrun.scenarios.batches import TensorBatches
 from clrun.scenarios.benchmarks import split
 from clrun.scenarios.digits import split_digits
 from clrun.strategies.generative import GenerativeReplay, replay_groups, replay_loss
-from tests.conftest import FAST, compose_cfg, read_metrics, run_cli
+from tests.conftest import FAST, compose_cfg, read_metrics, run_cli, run_clis
 from tests.test_plugin_contract import make_loop
 
 ADAM = partial(torch.optim.Adam, lr=1e-3)
@@ -182,10 +182,9 @@ def test_fid_precision_recall_separate_real_from_untrained_samples(fmnist):
 
 
 def test_dgr_beats_fine_tuning_in_class_il_and_keeps_earlier_classes(tmp_path, fmnist):
-    dgr = run_cli("hydra.run.dir=dgr", "strategy=dgr", "generator=vae",
-                  "generator.hidden_sizes=[200]", "metrics.prd.runs=1", *FMNIST_DGR,
-                  cwd=tmp_path)
-    naive = run_cli("hydra.run.dir=naive", "strategy=naive", *FMNIST_DGR, cwd=tmp_path)
+    dgr, naive = run_clis(("hydra.run.dir=dgr", "strategy=dgr", "generator=vae",
+                           "generator.hidden_sizes=[200]", "metrics.prd.runs=1", *FMNIST_DGR),
+                          ("hydra.run.dir=naive", "strategy=naive", *FMNIST_DGR), cwd=tmp_path)
     assert dgr.returncode == 0, dgr.stderr[-3000:]
     assert naive.returncode == 0, naive.stderr[-3000:]
     ours, baseline = read_metrics(tmp_path / "dgr"), read_metrics(tmp_path / "naive")

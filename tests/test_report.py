@@ -161,3 +161,12 @@ def test_a_cell_with_a_stated_reason_is_marked_apart_from_the_flags():
     assert "| interval | 85.00 (n=1) | 98.40 ± 0.10 | -13.40 ‡ |" in markdown
     assert "‡ (interval) = paper not reproducible from the authors' release" in markdown
     assert r"-13.40$^\ddagger$" in render_latex([unexplained, explained])
+
+
+def test_shipped_targets_state_why_the_interval_row_and_the_binplay_column_differ():
+    interval = load_targets("intercontinet_table2")
+    assert all("authors' release" in interval[("interval", s)].note
+               for s in ("task", "domain", "class"))
+    assert not interval[("ewc", "task")].note
+    binplay = load_targets("binplay_fmnist")
+    assert all("not a reproduction" in target.note for target in binplay.values())

@@ -16,7 +16,7 @@ import torch
 
 from tests.conftest import run_cli
 
-ARGS = ("strategy=[ewc,lwf,er]", "trainer.max_epochs=40", "logger=none", "seed=3")
+ARGS = ("strategy=[ewc,lwf,er]", "trainer.max_epochs=30", "logger=none", "seed=3")
 # a generator strategy: the generator, its optimizer and the generative scores are restored
 GENERATIVE_ARGS = ("strategy=dgr", "generator=vae", "generator.hidden_sizes=[64]",
                    "train.reset_optimizer=false", "trainer.max_epochs=15", "metrics.prd.runs=1",
@@ -26,21 +26,21 @@ GENERATIVE_ARGS = ("strategy=dgr", "generator=vae", "generator.hidden_sizes=[64]
 @pytest.mark.slow
 @pytest.mark.parametrize("args", [ARGS, GENERATIVE_ARGS], ids=["ewc_lwf_er", "dgr"])
 def test_sigkill_during_task_3_then_resume_gives_identical_metrics(tmp_path, args):
-    full = run_cli("hydra.run.dir=full", *args, cwd=tmp_path)
-    assert full.returncode == 0, full.stderr
-
     env = {**os.environ, "WANDB_MODE": "disabled"}
-    process = subprocess.Popen([sys.executable, "-m", "clrun.cli", "hydra.run.dir=killed",
-                                *args], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+
+    def start(run_dir: str, output: int) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "clrun.cli", f"hydra.run.dir={run_dir}",
+                                 *args], cwd=tmp_path, env=env, stdout=output,
+                                stderr=output, text=True)
+
+    full = start("full", subprocess.PIPE)  # the uninterrupted run, beside the one we kill
+    process = start("killed", subprocess.DEVNULL)
     checkpoint = tmp_path / "killed" / "checkpoints" / "checkpoint.pt"
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if checkpoint.is_file() and torch.load(checkpoint, weights_only=True)["stages_done"] >= 2:
-            break
-        time.sleep(0.05)
+    wait_for_checkpoint(checkpoint, stages=2)
     process.send_signal(signal.SIGKILL)
     process.wait()
+    _, full_stderr = full.communicate(timeout=600)
+    assert full.returncode == 0, full_stderr
     state = torch.load(checkpoint, weights_only=True)
     assert state["stages_done"] == 2, "the kill should land during task 3"
     assert not (tmp_path / "killed" / "metrics.json").exists()
