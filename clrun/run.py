@@ -30,6 +30,7 @@ from clrun.plots import save_accuracy_curves, save_matrix_heatmap
 from clrun.plugin import StrategyPlugin
 from clrun.report import run_title
 from clrun.results import RunResult, write_atomic, write_results
+from clrun.signals import sigterm_as_interrupt
 from clrun.validate import validate
 
 
@@ -203,7 +204,8 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None,
                         generative=generative)
         started = time.perf_counter()
         try:
-            loop.run(state)
+            with sigterm_as_interrupt():
+                loop.run(state)
         except KeyboardInterrupt:  # outside a task's fit (Lightning handles it inside)
             raise Interrupted(len(loop.matrix), loop.checkpoint_path) from None
         loop_seconds = time.perf_counter() - started

@@ -101,6 +101,26 @@ def test_ctrl_c_says_what_is_saved_and_the_printed_command_resumes_logs_and_wand
     assert len(runs) == 2 and len({r.name.rsplit("-", 1)[1] for r in runs}) == 1  # one W&B id
 
 
+def test_sigterm_between_tasks_and_inside_them_stops_like_ctrl_c(tmp_path):
+    from clrun.signals import sigterm_as_interrupt
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt), sigterm_as_interrupt():
+        os.kill(os.getpid(), signal.SIGTERM)  # what a `kill` between two fits meets
+    assert signal.getsignal(signal.SIGTERM) is before
+
+    process = subprocess.Popen([sys.executable, "-m", "clrun.cli", "hydra.run.dir=run",
+                                "trainer.max_epochs=40", "logger=none"], cwd=tmp_path,
+                               env={**os.environ, "WANDB_MODE": "disabled"},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for_checkpoint(tmp_path / "run" / "checkpoints" / "checkpoint.pt", 1)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    assert re.search(r"clrun: interrupted during task \d; tasks 0\.\.\d are saved; resume with:",
+                     stderr), stderr[-2000:]
+
+
 def test_resume_without_a_checkpoint_is_refused_unless_auto(tmp_path):
     refused = run_cli("hydra.run.dir=typo", "resume=true", "logger=none", cwd=tmp_path)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
