@@ -283,7 +283,9 @@ def check_command_line(config_path: str, config_name: str, extra_search_path: st
         fixed, base = [*fixed, *added], composer.compose([*fixed, *added])
     if not will_run:
         return added
-    swept = {**_config_sweeps(base), **swept}
+    # a key the command line sets, swept or not, replaces the experiment file's sweep of it
+    typed = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    swept = {**{k: v for k, v in _config_sweeps(base).items() if k not in typed}, **swept}
     for cfg in (base, *_sweep_variants(composer, base, fixed, swept)):
         check_hydra_settings(cfg, overrides)
         job = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"])

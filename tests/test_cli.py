@@ -228,3 +228,17 @@ def test_launcher_presets_compose():
 def test_shell_completion_script(tmp_path):
     out = run_cli("-sc", "install=bash", cwd=tmp_path)
     assert out.returncode == 0 and "hydra_bash_completion" in out.stdout
+
+
+def test_a_key_fixed_on_the_command_line_replaces_the_experiments_sweep_of_it():
+    """As in Hydra: `row=...` beside an experiment that sweeps rows runs that row only, so a
+    key only that row has (the interval plugin's) is valid."""
+    overrides = ["experiment=intercontinet_fmnist", "row=intercontinet_interval",
+                 "scenario.setting=task,class", "strategy.plugins.interval.robust_lambda=100"]
+    assert check_command_line(str(config_dir()), "config", None, overrides, multirun=True,
+                              will_run=False) == []
+    check_command_line(str(config_dir()), "config", None, overrides, multirun=True,
+                       will_run=True)
+    with pytest.raises(ClrunError, match="robust_lambda is not a config key"):
+        check_command_line(str(config_dir()), "config", None, overrides[:1] + overrides[2:],
+                           multirun=True, will_run=True)
