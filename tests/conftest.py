@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -32,6 +33,13 @@ STRATEGY_OVERRIDES = {
 def compose_cfg(*overrides: str) -> DictConfig:
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return compose("config", overrides=list(overrides))
+
+
+# Two pytest workers share the cores (pyproject's addopts): one thread each, for the tests and
+# for every clrun they start, so no core is oversubscribed. Results do not depend on it.
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+os.environ.update(ONE_THREAD)
+torch.set_num_threads(1)
 
 
 def run_cli(*args: str, cwd: Path, env: dict[str, str | None] | None = None,
