@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hydra.utils
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 
 from clrun.architectural.hnet import HyperNet
 from clrun.architectural.masks import masked_layers, use_superposition, use_task
@@ -14,6 +16,7 @@ from clrun.architectural.supsup import SupermaskLayer, SupSupNet
 from clrun.errors import ClrunError, Interrupted
 from clrun.loop import TaskLoop
 from clrun.models.net import convnet, mlp
+from clrun.paths import config_dir
 from clrun.run import run
 from clrun.scenarios.digits import split_digits
 from tests.conftest import compose_cfg
@@ -210,3 +213,14 @@ def test_interrupted_and_resumed_runs_end_with_the_same_metrics(tmp_path, strate
     assert resumed.to_dict() | {"config": None} == full.to_dict() | {"config": None}
     assert (tmp_path / "cut" / "metrics.json").read_text() == \
         (tmp_path / "full" / "metrics.json").read_text()
+
+
+@pytest.mark.parametrize("experiment", ["architectural_fmnist", "generative_fmnist"])
+def test_every_row_of_a_table_experiment_builds_its_optimizer(experiment):
+    """Rows switch optimizers (the interval row uses SGD): the experiment's own optimizer
+    settings must fit every row's."""
+    declared = yaml.safe_load((config_dir() / "experiment" / f"{experiment}.yaml").read_text())
+    rows = declared["hydra"]["sweeper"]["params"]["row"].split(",")
+    for row in rows:
+        cfg = compose_cfg(f"experiment={experiment}", f"row={row}")
+        hydra.utils.instantiate(cfg.optimizer)([torch.nn.Parameter(torch.zeros(1))])
