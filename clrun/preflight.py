@@ -39,9 +39,14 @@ SAFE_ENV = re.compile(r"^(OMP_NUM_THREADS|MKL_NUM_THREADS|CUDA_VISIBLE_DEVICES|W
                       r"NCCL_\w+|CUBLAS_WORKSPACE_CONFIG)$")
 
 
+def _override_keys(overrides: list[str]) -> list[str]:
+    """The keys the command line sets (`+key=`, `~key` and `key=` alike)."""
+    return [o.split("=", 1)[0].lstrip("+~") for o in overrides]
+
+
 def _typed(path: str, overrides: list[str]) -> bool:
     """Whether the user typed an override of `path` (or below it) on the command line."""
-    keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides]
+    keys = _override_keys(overrides)
     return any(k == path or k.startswith(f"{path}.") or path.startswith(f"{k}.") for k in keys)
 
 
@@ -258,7 +263,7 @@ def scenario_model(cfg: DictConfig, overrides: list[str], swept: dict[str, list[
     """`model=<scenario.default_model>` when the scenario names a model (split CIFAR: the
     reduced ResNet-18) and neither the command line nor an experiment chose one."""
     wanted = cfg.scenario.get("default_model")
-    chose_model = any(o.split("=", 1)[0].lstrip("+~") == "model" for o in overrides)
+    chose_model = "model" in _override_keys(overrides)
     if not wanted or chose_model or cfg.hydra.runtime.choices.get("experiment") is not None:
         return []
     if "scenario" in swept:  # a sweep over scenarios: only when every one names this model
@@ -284,7 +289,7 @@ def check_command_line(config_path: str, config_name: str, extra_search_path: st
     if not will_run:
         return added
     # a key the command line sets, swept or not, replaces the experiment file's sweep of it
-    typed = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    typed = set(_override_keys(overrides))
     swept = {**{k: v for k, v in _config_sweeps(base).items() if k not in typed}, **swept}
     for cfg in (base, *_sweep_variants(composer, base, fixed, swept)):
         check_hydra_settings(cfg, overrides)

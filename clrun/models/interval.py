@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from clrun.errors import ConfigError
 from clrun.instantiate import config_target
+from clrun.models.alexnet import alexnet_backbone, check_image_input
 from clrun.models.net import ContinualNet, HeadFactory, check_widths
 
 Bounds = tuple[Tensor, Tensor, Tensor]  # lower, middle, upper
@@ -268,21 +269,11 @@ def interval_alexnet(input_shape: tuple[int, ...], head_sizes: list[int],
                      normalize_shift: bool = False, dropout: float = 0.5) -> IntervalNet:
     """InterContiNet's CIFAR AlexNet (clrun.models.alexnet) with interval convolutions and
     linear layers; dropout drops the same units from every bound."""
-    if len(input_shape) != 3 or min(input_shape[1:]) < 16:
-        raise ConfigError("model", "interval_alexnet", "needs images of at least 16×16 pixels; "
-                          f"this scenario's inputs are {tuple(input_shape)}")
+    check_image_input("interval_alexnet", input_shape)
     settings = {"max_radius": max_radius, "scale_init": scale_init,
                 "normalize_shift": normalize_shift}
-
-    def conv(a: int, b: int, stride: int = 1) -> list[nn.Module]:
-        return [IntervalConv2d(a, b, 3, stride, 1, **settings), nn.ReLU()]
-
-    channels, height, width = input_shape
-    size = 256 * math.prod(max(1, math.ceil(side / 2) // 8) for side in (height, width))
-    backbone = nn.Sequential(
-        *conv(channels, 64, stride=2), nn.MaxPool2d(2), *conv(64, 192), nn.MaxPool2d(2),
-        *conv(192, 384), *conv(384, 256), *conv(256, 256), nn.MaxPool2d(2), nn.Flatten(),
-        IntervalDropout(dropout), IntervalLinear(size, 4096, **settings), nn.ReLU(),
-        IntervalDropout(dropout), IntervalLinear(4096, 4096, **settings), nn.ReLU())
+    backbone, features = alexnet_backbone(
+        *input_shape, dropout=dropout, conv=partial(IntervalConv2d, **settings),
+        linear=partial(IntervalLinear, **settings), drop=IntervalDropout)
     head_factory = (partial(IntervalLinear, **settings) if len(head_sizes) == 1 else PointHead)
-    return IntervalNet(backbone, 4096, list(head_sizes), head_factory)
+    return IntervalNet(backbone, features, list(head_sizes), head_factory)
