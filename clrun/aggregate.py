@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from clrun.errors import ClrunError
+from clrun.results import GENERATIVE
 
 
 @dataclass
@@ -142,9 +143,6 @@ def check_metric(records: list[JobRecord], metric: str) -> None:
     hint = f"did you mean {close[0]}? " if close else ""
     raise ClrunError(f"no job recorded the metric {metric!r}; {hint}(metrics.json has: "
                      f"{', '.join(known)})")
-
-
-GENERATIVE = ("fid", "precision", "recall")
 
 
 def sweep_rows(records: list[JobRecord], metric: str = "acc"

@@ -27,11 +27,11 @@ def save_checkpoint(loop: TaskLoop, path: Path) -> None:
     """Write atomically, so a kill during the write leaves the previous checkpoint intact."""
     module = loop.module
     state = {
-        "stages_done": len(loop.matrix),
+        "stages_done": loop.stages_done,
         "matrix": loop.matrix,
         "initial": loop.initial,
         "model": module.net.state_dict(),
-        "optimizer": module.kept_optimizer.state_dict(),
+        "optimizer": module.optimizer_state(),
         "plugins": [plugin.state_dict() for plugin in loop.plugins],
         "rng": torch.get_rng_state(),
         "wandb_id": wandb_run_id(loop.loggers),
@@ -60,7 +60,7 @@ def restore(loop: TaskLoop, state: dict[str, Any]) -> int:
     except RuntimeError as error:
         raise ClrunError(f"the checkpoint does not fit this model ({str(error).splitlines()[0]});"
                          " resume with the same config, or start a new run directory") from None
-    module.kept_optimizer.load_state_dict(state["optimizer"])
+    module.load_optimizer_state(state["optimizer"])
     if len(state["plugins"]) != len(loop.plugins):
         raise ClrunError("the checkpoint was written with a different list of strategy plugins; "
                          "resume with the same config")
@@ -71,4 +71,5 @@ def restore(loop: TaskLoop, state: dict[str, Any]) -> int:
     loop.matrix = [list(row) for row in state["matrix"]]
     loop.initial = list(state["initial"])
     torch.set_rng_state(state["rng"])
-    return int(state["stages_done"])
+    loop.stages_done = int(state["stages_done"])
+    return loop.stages_done

@@ -100,7 +100,7 @@ def _job(cfg: DictConfig) -> float | None:
         return None
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         print_summary(result)
-    return result.metrics.acc
+    return result.objective_value()
 
 
 def preflight(argv: list[str]) -> list[str]:

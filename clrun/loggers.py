@@ -170,17 +170,19 @@ def log_image(loggers: list[Any], key: str, path: Path, step: int) -> None:
             logger.experiment.add_image(key, image, step, dataformats="HWC")
 
 
-def log_final(loggers: list[Any], matrix: list[list[float]], summary: dict[str, Any],
-              images: list[Path]) -> None:
-    """The accuracy matrix as a table, the plots, and the final metrics; then flush to disk."""
+def log_final(loggers: list[Any], tables: dict[str, list[list[float | None]]],
+              summary: dict[str, Any], images: list[Path]) -> None:
+    """The task matrices as tables, the plots, and the final metrics; then flush to disk."""
     from pytorch_lightning.loggers import WandbLogger
 
     for logger in loggers:
         if isinstance(logger, WandbLogger):
-            columns = ["after_task"] + [f"task_{j}" for j in range(len(matrix[0]))]
-            logger.log_table("accuracy_matrix", columns=columns,
-                             data=[[i, *row] for i, row in enumerate(matrix)])
-            logger.log_image("plots", images=[str(p) for p in images])
+            for name, matrix in tables.items():
+                columns = ["after_task"] + [f"task_{j}" for j in range(len(matrix[0]))]
+                logger.log_table(name, columns=columns,
+                                 data=[[i, *row] for i, row in enumerate(matrix)])
+            if images:
+                logger.log_image("plots", images=[str(p) for p in images])
             logger.experiment.summary.update(summary)
         logger.save()
 

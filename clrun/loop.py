@@ -76,18 +76,22 @@ class _TaskBoundary(pl.Callback):
         self.loop = loop
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        for plugin in self.loop.plugins:
-            plugin.on_task_end(self.loop, self.loop.task)
-        row = self.loop.evaluate()
-        if trainer.world_size > 1:
-            check_ranks_agree(trainer, row)
-        self.loop.matrix.append(row)
-        log_task_row(self.loop.loggers, len(self.loop.matrix) - 1, row)
-        if self.loop.generative is not None:
-            scores = self.loop.generative.after_stage(self.loop, trainer.is_global_zero)
-            log_task_scores(self.loop.loggers, len(self.loop.matrix) - 1, scores)
-        if self.loop.checkpoint_path is not None and trainer.is_global_zero:
-            save_checkpoint(self.loop, self.loop.checkpoint_path)
+        loop = self.loop
+        for plugin in loop.plugins:
+            plugin.on_task_end(loop, loop.task)
+        stage = loop.stages_done
+        if loop.classifies:
+            row = loop.evaluate()
+            if trainer.world_size > 1:
+                check_ranks_agree(trainer, row)
+            loop.matrix.append(row)
+            log_task_row(loop.loggers, stage, row)
+        if loop.generative is not None:
+            scores = loop.generative.after_stage(loop, trainer.is_global_zero)
+            log_task_scores(loop.loggers, stage, scores)
+        loop.stages_done += 1
+        if loop.checkpoint_path is not None and trainer.is_global_zero:
+            save_checkpoint(loop, loop.checkpoint_path)
 
 
 class TaskLoop:
@@ -96,9 +100,13 @@ class TaskLoop:
     Plugins read the loop's state: `scenario`, `module`, `task` (the stage being trained),
     `trainer` (this stage's Trainer), `device` and `matrix`, and train generators with
     `fit_generator`. `generative` scores a generator after every stage.
+
+    The learner is the classifier (`ContinualModule`) or, under `objective=generative`, a
+    generator: then there is no accuracy matrix, every stage trains the generator with its own
+    batch size and budget, and `generative` is the whole evaluation.
     """
 
-    def __init__(self, scenario: Scenario, module: ContinualModule,
+    def __init__(self, scenario: Scenario, module: ContinualModule | Generator,
                  plugins: list[StrategyPlugin], settings: LoopSettings,
                  loggers: list[Any] | None = None, checkpoint_path: Path | None = None,
                  generative: GenerativeEvaluation | None = None) -> None:
@@ -108,6 +116,8 @@ class TaskLoop:
         self.plugins = plugins
         self.settings = settings
         self.loggers = loggers or []
+        self.classifies = isinstance(module, ContinualModule)
+        self.stages_done = 0
         self.matrix: list[list[float]] = []
         self.initial: list[float] = []
         self.trainer: pl.Trainer | None = None
@@ -137,20 +147,41 @@ class TaskLoop:
             raise ClrunError(f"Lightning refuses the trainer settings: "
                              f"{str(error).splitlines()[0]}") from None
 
+    def generator_data(self, task: Task, split: Split | None = None
+                       ) -> tuple[Split, InputPipeline]:
+        """`task`'s training data as generators see it: natural classes as labels, read in
+        unit space by the returned pipeline."""
+        split = task.train if split is None else split
+        data = Split(split.x, self.scenario.natural_of(task, split.y), split.task)
+        return data, InputPipeline(scale=self.scenario.pipeline.scale)
+
+    def generator_batches(self, generator: Generator, task: Task, split: Split | None = None,
+                          seed_offset: int = 500) -> TensorBatches:
+        """Minibatches of `generator_data` in the generator's batch size (a rank's share)."""
+        data, pipeline = self.generator_data(task, split)
+        strategy = self.trainer.strategy  # the stage's: rank and world size of this run
+        return TensorBatches(data, pipeline, generator.batch_size, shuffle=True,
+                             drop_last=self.settings.drop_last,
+                             seed=self.settings.seed * 1000 + seed_offset + task.index,
+                             rank=strategy.global_rank, world_size=strategy.world_size)
+
     def fit_generator(self, generator: Generator, task: Task) -> None:
         """Train `generator` on `task`'s training data (unit-space images, natural classes)
         with its own budget and batch size, by its own Trainer on the classifier's
         accelerator, precision and DDP strategy."""
-        data = Split(task.train.x, self.scenario.natural_of(task, task.train.y), task.train.task)
-        strategy = self.trainer.strategy  # the stage's: rank and world size of this run
-        batches = TensorBatches(data, InputPipeline(scale=self.scenario.pipeline.scale),
-                                generator.batch_size, shuffle=True,
-                                drop_last=self.settings.drop_last,
-                                seed=self.settings.seed * 1000 + 500 + task.index,
-                                rank=strategy.global_rank, world_size=strategy.world_size)
-        trainer = self.make_trainer(callbacks=[], **generator.training_budget(len(batches)),
-                                    **generator.trainer_overrides(strategy.world_size))
+        batches = self.generator_batches(generator, task)
+        trainer = self.make_trainer(callbacks=[], **self.generator_trainer_kwargs(generator,
+                                                                                 batches))
         self._interruptible(trainer, generator, batches, task.index)
+        self.check_generator_ranks(trainer, generator)
+
+    def generator_trainer_kwargs(self, generator: Generator, batches: TensorBatches
+                                 ) -> dict[str, Any]:
+        return {**generator.training_budget(len(batches)),
+                **generator.trainer_overrides(self.trainer.strategy.world_size)}
+
+    @staticmethod
+    def check_generator_ranks(trainer: pl.Trainer, generator: Generator) -> None:
         if trainer.world_size > 1:
             check_ranks_agree(trainer, [float(p.double().sum()) for p in generator.parameters()],
                               "generator's weights")
@@ -179,7 +210,7 @@ class TaskLoop:
         self.device = device
         self.scenario = self.scenario.to(device)
         self.module.to(device)
-        if not self.initial:
+        if not self.initial and self.classifies:
             self.initial = self.evaluate()
 
     def run(self, resume_state: dict[str, Any] | None = None) -> list[list[float]]:
@@ -192,11 +223,13 @@ class TaskLoop:
                 self._move_to(self.trainer.strategy.root_device)
             self.task = training_stage(self.scenario, self.settings.stream, number)
             self.module.current_task = self.task.index
-            self.module.activate_units(torch.cat([t.train.y.unique() for t in
-                                                  self.scenario.tasks[: self.task.index + 1]]))
+            if self.classifies:
+                self.module.activate_units(torch.cat(
+                    [t.train.y.unique() for t in self.scenario.tasks[: self.task.index + 1]]))
             for plugin in self.plugins:
                 plugin.on_task_start(self, self.task)
-            self.module.refresh_heads()
+            if self.classifies:
+                self.module.refresh_heads()
             split = self.task.train
             for plugin in self.plugins:
                 split = plugin.train_data(self, self.task, split)
@@ -204,7 +237,14 @@ class TaskLoop:
         return self.matrix
 
     def fit(self, split: Split, number: int) -> None:
-        self._interruptible(self.trainer, self.module, self.batches(split), number)
+        if self.classifies:
+            self._interruptible(self.trainer, self.module, self.batches(split), number)
+            return
+        # objective=generative: the generator's batches, budget and trainer settings
+        batches = self.generator_batches(self.module, self.task, split, seed_offset=0)
+        self.trainer = self.make_trainer(**self.generator_trainer_kwargs(self.module, batches))
+        self._interruptible(self.trainer, self.module, batches, number)
+        self.check_generator_ranks(self.trainer, self.module)
 
     def _interruptible(self, trainer: pl.Trainer, module: pl.LightningModule,
                        batches: TensorBatches, number: int) -> None:

@@ -49,6 +49,13 @@ class ContinualModule(pl.LightningModule):
         self._loss_plugin = losses[0] if losses else None
         self.refresh_heads()
 
+    def optimizer_state(self) -> dict:
+        """What a checkpoint keeps of the optimizer across tasks."""
+        return self.kept_optimizer.state_dict()
+
+    def load_optimizer_state(self, state: dict) -> None:
+        self.kept_optimizer.load_state_dict(state)
+
     def refresh_heads(self) -> None:
         """Recompute which output units belong to which task (after a plugin grew a head).
 

@@ -21,6 +21,7 @@ cost nothing per step.
 | add modules to the network   | `extend_model(module, scenario)` (once, before resume) |
 | receive `generator=...`      | `uses_generator = True`, `attach_generator(generator)` |
 | be scored as a generator     | `sampler() -> Sampler | None` (after every task)       |
+| train generators too         | `objectives = ("classification", "generative")`        |
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ class StrategyPlugin(pl.Callback):
     supported_settings: tuple[str, ...] = SETTINGS
     #: whether the method needs the config's `generator` (given to `attach_generator`)
     uses_generator: bool = False
+    #: what the method can train (`objective=`): a classifier, and/or a generator that is
+    #: itself the learner (then `loop.module` is the generator and `loop.classifies` is False)
+    objectives: tuple[str, ...] = ("classification",)
 
     def check(self, scenario: Scenario) -> None:
         """Raise a `ClrunError` if the method cannot run on this scenario."""

@@ -20,7 +20,7 @@ class TaskProgressBar(RichProgressBar):
     def get_metrics(self, trainer: Any, pl_module: Any) -> dict[str, Any]:
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)
-        metrics["task"] = f"{len(self.loop.matrix) + 1}/{self.loop.n_stages}"
+        metrics["task"] = f"{self.loop.stages_done + 1}/{self.loop.n_stages}"
         if self.loop.matrix:
             seen = len(self.loop.matrix)
             metrics["acc_seen"] = f"{sum(self.loop.matrix[-1][:seen]) / seen:.1f}"

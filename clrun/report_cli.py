@@ -16,6 +16,7 @@ from clrun.aggregate import (
     check_metric,
     collect,
     group,
+    scalar_metrics,
     sweep_latex,
     sweep_table,
     swept_keys,
@@ -47,9 +48,16 @@ def _records(directory: Path) -> list[JobRecord]:
     return records
 
 
-def report(directory: Path, paper: str | None, fmt: str, metric: str,
+def default_metric(records: list[JobRecord]) -> str:
+    """ACC; FID for sweeps of `objective=generative` (no job recorded an accuracy)."""
+    known = scalar_metrics(records)
+    return "fid" if "acc" not in known and "fid" in known else "acc"
+
+
+def report(directory: Path, paper: str | None, fmt: str, metric: str | None,
            plots_dir: Path | None = None) -> str:
     records = _records(directory)
+    metric = metric or default_metric(records)
     check_metric(records, metric)
     paper = paper or _paper_of(records)
     if paper is None:
@@ -92,8 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("directory", type=Path, help="a multirun directory")
     parser.add_argument("--paper", choices=available_papers(), default=None)
     parser.add_argument("--format", choices=("markdown", "latex"), default="markdown")
-    parser.add_argument("--metric", default="acc",
-                        help="metrics.json key for sweep tables (acc, bwt, fwt, forgetting)")
+    parser.add_argument("--metric", default=None,
+                        help="metrics.json key for sweep tables (acc, bwt, fwt, forgetting, fid, "
+                             "precision, recall, fid_forgetting; default: acc, or fid when no "
+                             "job trained a classifier)")
     parser.add_argument("--plots", action="store_true",
                         help="also draw the figures and write report.md")
     parser.add_argument("--out", type=Path, default=None,

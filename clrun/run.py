@@ -11,7 +11,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytorch_lightning as pl
 import torch
@@ -25,6 +25,7 @@ from clrun.loggers import Resumed, build_loggers, finish, log_final
 from clrun.loop import LoopSettings, TaskLoop
 from clrun.metrics import compute_metrics
 from clrun.module import ContinualModule
+from clrun.objective import check_learner, check_objective
 from clrun.paths import default_data_dir
 from clrun.plots import save_accuracy_curves, save_matrix_heatmap
 from clrun.plugin import StrategyPlugin
@@ -32,6 +33,9 @@ from clrun.report import run_title
 from clrun.results import RunResult, write_atomic, write_results
 from clrun.signals import sigterm_as_interrupt
 from clrun.validate import validate
+
+if TYPE_CHECKING:
+    from clrun.generators.base import Generator
 
 
 def quiet_lightning() -> None:
@@ -62,10 +66,16 @@ def build_plugins(strategy: DictConfig) -> list[StrategyPlugin]:
     return plugins
 
 
+def build_generator(cfg: DictConfig, scenario: Any) -> Generator:
+    """`generator=...` for the input shape and natural classes of the scenario."""
+    return build(cfg.generator, "generator", input_shape=scenario.input_shape,
+                 n_classes=scenario.n_natural)
+
+
 def attach_generator(cfg: DictConfig, choices: dict[str, str] | None, scenario: Any,
                      plugins: list[StrategyPlugin]) -> None:
-    """Build `generator=...` for the input shape and natural classes of the scenario and give
-    it to the plugins that use one; a generator no plugin uses is a mistake."""
+    """Build `generator=...` and give it to the plugins that use one; a generator no plugin
+    uses is a mistake."""
     node = cfg.get("generator")
     if node is None:
         return
@@ -75,8 +85,7 @@ def attach_generator(cfg: DictConfig, choices: dict[str, str] | None, scenario: 
         raise ConfigError("generator", name, f"strategy={strategy_label(cfg, choices)} uses "
                           "no generator; drop generator=... or choose a generative strategy "
                           "(dgr, dgr_distill, rtf)")
-    generator = build(node, "generator", input_shape=scenario.input_shape,
-                      n_classes=scenario.n_natural)
+    generator = build_generator(cfg, scenario)
     for plugin in users:
         plugin.attach_generator(generator)
 
@@ -114,14 +123,17 @@ def strategy_label(cfg: DictConfig, choices: dict[str, str] | None) -> str:
 def config_summary(cfg: DictConfig, choices: dict[str, str] | None) -> dict[str, Any]:
     """The key choices of the resolved config, written into metrics.json."""
     plugins = [k for k, v in (cfg.strategy.get("plugins") or {}).items() if v is not None]
+    objective = cfg.get("objective", "classification")
+    learner = cfg.generator if objective == "generative" else cfg.model
     summary = {
+        "objective": objective,
         "scenario": cfg.scenario.get("name"),
         "setting": cfg.scenario.setting,
         "n_tasks": cfg.scenario.n_tasks,
         "strategy": strategy_label(cfg, choices),
         "plugins": plugins,
         "stream": cfg.strategy.get("stream", "sequential"),
-        "model": cfg.model._target_.rsplit(".", 1)[-1],
+        "model": learner._target_.rsplit(".", 1)[-1],
         "optimizer": cfg.optimizer._target_.rsplit(".", 1)[-1],
         "lr": cfg.optimizer.lr,
         "batch_size": batch_size(cfg),
@@ -156,6 +168,36 @@ def resume_state(cfg: DictConfig, path: Path) -> dict[str, Any] | None:
     return state
 
 
+def build_classifier(cfg: DictConfig, choices: dict[str, str] | None, scenario: Any,
+                     plugins: list[StrategyPlugin]) -> ContinualModule:
+    """The network of `model=...` in its Lightning module, extended by the plugins, with the
+    generator (if any) given to the plugins that use one."""
+    net = build(cfg.model, "model", input_shape=scenario.input_shape,
+                head_sizes=scenario.head_sizes)
+    attach_generator(cfg, choices, scenario, plugins)
+    for plugin in plugins:
+        plugin.check(scenario)
+    optimizer_factory = build(cfg.optimizer, "optimizer")
+    check_optimizer(optimizer_factory, net)
+    module = ContinualModule(net, optimizer_factory, plugins, scenario.setting,
+                             reset_optimizer=cfg.train.reset_optimizer,
+                             active_units=cfg.train.get("active_units", "all"),
+                             lr_milestones=cfg.train.get("lr_milestones"),
+                             lr_gamma=cfg.train.get("lr_gamma", 0.1))
+    for plugin in plugins:
+        plugin.extend_model(module, scenario)
+    return module
+
+
+def save_plots(result: RunResult) -> list[Path]:
+    """The accuracy matrix as a heatmap and each task's accuracy over time (classifiers)."""
+    if result.metrics is None:
+        return []
+    title = f"{run_title(result.config)}  ACC {result.metrics.acc:.2f}"
+    return [save_matrix_heatmap(result.matrix, result.run_dir / "accuracy_matrix.png", title),
+            save_accuracy_curves(result.matrix, result.run_dir / "accuracy_curves.png", title)]
+
+
 def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None,
         group: str | None = None) -> RunResult:
     """Validate, build, train through every task, write metrics.json and return the result.
@@ -169,21 +211,17 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None,
     pl.seed_everything(cfg.seed, verbose=False)
     data_dir = Path(cfg.data_dir).expanduser() if cfg.get("data_dir") else default_data_dir()
     scenario = build(cfg.scenario, "scenario", seed=cfg.seed, data_dir=str(data_dir))
-    net = build(cfg.model, "model", input_shape=scenario.input_shape,
-                head_sizes=scenario.head_sizes)
     plugins = build_plugins(cfg.strategy)
-    attach_generator(cfg, choices, scenario, plugins)
-    for plugin in plugins:
-        plugin.check(scenario)
-    optimizer_factory = build(cfg.optimizer, "optimizer")
-    check_optimizer(optimizer_factory, net)
-    module = ContinualModule(net, optimizer_factory, plugins, scenario.setting,
-                             reset_optimizer=cfg.train.reset_optimizer,
-                             active_units=cfg.train.get("active_units", "all"),
-                             lr_milestones=cfg.train.get("lr_milestones"),
-                             lr_gamma=cfg.train.get("lr_gamma", 0.1))
-    for plugin in plugins:
-        plugin.extend_model(module, scenario)
+    strategy = strategy_label(cfg, choices)
+    objective = check_objective(cfg.get("objective", "classification"), plugins, strategy,
+                                cfg.get("generator") is not None)
+    if objective == "generative":
+        module = build_generator(cfg, scenario)
+        check_learner(module, plugins, strategy)
+        for plugin in plugins:
+            plugin.check(scenario)
+    else:
+        module = build_classifier(cfg, choices, scenario, plugins)
     settings = LoopSettings(stream=cfg.strategy.get("stream", "sequential"),
                             batch_size=batch_size(cfg),
                             eval_batch_size=cfg.train.eval_batch_size,
@@ -198,7 +236,8 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None,
     failed = True
     try:
         generative = generative_evaluation(cfg.metrics.generative, cfg.metrics, plugins,
-                                           scenario, data_dir, run_dir, cfg.seed)
+                                           scenario, data_dir, run_dir, cfg.seed,
+                                           learner=module if objective == "generative" else None)
         loop = TaskLoop(scenario, module, plugins, settings, loggers,
                         checkpoint_path=checkpoint if cfg.get("checkpoint", True) else None,
                         generative=generative)
@@ -209,18 +248,16 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None,
         except KeyboardInterrupt:  # outside a task's fit (Lightning handles it inside)
             raise Interrupted(len(loop.matrix), loop.checkpoint_path) from None
         loop_seconds = time.perf_counter() - started
-        result = RunResult(loop.matrix, loop.initial, compute_metrics(loop.matrix, loop.initial),
-                           run_dir, config_summary(cfg, choices),
+        metrics = compute_metrics(loop.matrix, loop.initial) if loop.classifies else None
+        result = RunResult(loop.matrix, loop.initial, metrics, run_dir,
+                           config_summary(cfg, choices),
                            generative.to_dict() if generative is not None else None,
                            {k: v for plugin in plugins for k, v in plugin.results().items()})
         if loop.trainer is None or loop.trainer.is_global_zero:
             write_results(result)
             write_atomic(run_dir / "timing.json",
                          json.dumps({"train_eval_seconds": round(loop_seconds, 3)}) + "\n")
-            title = f"{run_title(result.config)}  ACC {result.metrics.acc:.2f}"
-            images = [save_matrix_heatmap(result.matrix, run_dir / "accuracy_matrix.png", title),
-                      save_accuracy_curves(result.matrix, run_dir / "accuracy_curves.png", title)]
-            log_final(loggers, result.matrix, result.metrics.to_dict(), images)
+            log_final(loggers, result.tables(), result.summary(), save_plots(result))
         failed = False
     finally:
         finish(loggers, failed)

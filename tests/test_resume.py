@@ -23,8 +23,15 @@ GENERATIVE_ARGS = ("strategy=dgr", "generator=vae", "generator.hidden_sizes=[64]
                    "logger=none", "seed=3")
 
 
+# the generator as the learner: its penalties' state and its replay of itself
+LEARNER_ARGS = ("objective=generative", "generator=vae", "strategy=[si,generative_replay]",
+                "generator.hidden_sizes=[64]", "train.reset_optimizer=false",
+                "trainer.max_epochs=30", "metrics.prd.runs=1", "logger=none", "seed=3")
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("args", [ARGS, GENERATIVE_ARGS], ids=["ewc_lwf_er", "dgr"])
+@pytest.mark.parametrize("args", [ARGS, GENERATIVE_ARGS, LEARNER_ARGS],
+                         ids=["ewc_lwf_er", "dgr", "objective_generative"])
 def test_sigkill_during_task_3_then_resume_gives_identical_metrics(tmp_path, args):
     env = {**os.environ, "WANDB_MODE": "disabled"}
 

@@ -66,7 +66,7 @@ class TaskInferring(StrategyPlugin):
 
     def on_task_end(self, loop: TaskLoop, task: Task) -> None:
         self.n_learned = task.index + 1
-        self.record.stage = len(loop.matrix)  # the evaluation that follows is this stage's
+        self.record.stage = loop.stages_done  # the evaluation that follows is this stage's
 
     def results(self) -> dict[str, Any]:
         return self.record.results(len(self.units))

@@ -1,18 +1,26 @@
 """After every task: the generator's FID/precision/recall on every seen task, and its sample
 grid (`samples/task_<t>.png`, also logged as an image). Run by the task loop when a strategy
-has a generator (`metrics.generative`)."""
+has a generator (`metrics.generative`), and as the whole evaluation of `objective=generative`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from torch import Tensor
+
 from clrun.errors import ConfigError
 from clrun.generative_metrics.feature_net import FeatureNetSettings, TrainedFeatureNet, feature_net
-from clrun.generative_metrics.grid import save_sample_grid
+from clrun.generative_metrics.grid import Labeller, save_sample_grid
 from clrun.generative_metrics.precision_recall import PRDSettings
-from clrun.generative_metrics.scores import GenerativeScores, Sampler, score_row
+from clrun.generative_metrics.scores import (
+    GenerativeScores,
+    Sampler,
+    predicted_classes,
+    score_row,
+)
 from clrun.plugin import StrategyPlugin
 from clrun.scenarios.base import Scenario
 
@@ -22,7 +30,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class GenerativeEvaluation:
-    source: StrategyPlugin  # the plugin whose `sampler()` is scored
+    sampler: Callable[[], Sampler]  # the generator to score, asked for after every stage
     feature_net: TrainedFeatureNet
     prd: PRDSettings
     samples_dir: Path | None  # None: no sample grids
@@ -33,18 +41,32 @@ class GenerativeEvaluation:
 
     def after_stage(self, loop: TaskLoop, write_files: bool) -> dict[str, list[float | None]]:
         """Score the generator on the tasks seen so far; draw its grid. Returns the row."""
-        sampler: Sampler = self.source.sampler()
+        sampler = self.sampler()
         stage = len(self.scores.fid)
         n_seen = loop.task.index + 1
         row = score_row(sampler, loop.scenario, n_seen, self.feature_net, self.prd, loop.device,
                         self.seed * 1000 + stage)
         self.scores.append(row)
         if write_files and self.samples_dir is not None:
-            path = save_sample_grid(sampler, loop.scenario, n_seen, loop.module,
-                                    self.feature_net, self.samples_dir / f"task_{stage}.png",
-                                    f"samples after task {stage} (label: the classifier's)")
+            labeller, whose = self.labeller(loop)
+            path = save_sample_grid(sampler, loop.scenario, n_seen, labeller, self.feature_net,
+                                    self.samples_dir / f"task_{stage}.png",
+                                    f"samples after task {stage} (label: {whose})", loop.device)
             loop.log_image(f"samples/task_{stage}", path, stage)
         return row
+
+    def labeller(self, loop: TaskLoop) -> tuple[Labeller, str]:
+        """Who captions the grid: the classifier being trained, or (when the generator is the
+        learner) the feature net, in natural classes."""
+        if not loop.classifies:
+            return (lambda images, task: predicted_classes(self.feature_net, images),
+                    "the feature net's")
+
+        def classify(images: Tensor, task: Tensor) -> Tensor:
+            x = loop.scenario.pipeline.from_unit(images, train=False)
+            return loop.module.scores(x, task).argmax(1)
+
+        return classify, "the classifier's"
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.scores.to_dict(), "feature_net": self.feature_net.describe()}
@@ -57,19 +79,27 @@ class GenerativeEvaluation:
 
 
 def generative_evaluation(mode: Any, metrics_cfg: Any, plugins: list[StrategyPlugin],
-                          scenario: Scenario, data_dir: Path, run_dir: Path, seed: int
-                          ) -> GenerativeEvaluation | None:
+                          scenario: Scenario, data_dir: Path, run_dir: Path, seed: int,
+                          learner: Sampler | None = None) -> GenerativeEvaluation | None:
     """The evaluation `metrics.generative` asks for: `auto` (on when a strategy has a
-    generator), true (it must have one) or false."""
+    generator), true (it must have one) or false. `learner`: the generator that
+    `objective=generative` trains, which is always scored."""
     if mode not in ("auto", True, False):
         raise ConfigError("metrics.generative", mode, "use one of: auto, true, false")
-    sources = [p for p in plugins if p.sampler() is not None]
-    if mode is False or (mode == "auto" and not sources):
+    if learner is not None:
+        if mode is False:
+            raise ConfigError("metrics.generative", mode, "objective=generative is measured by "
+                              "the generative metrics alone; drop metrics.generative=false")
+        sampler: Callable[[], Sampler] | None = lambda: learner  # noqa: E731
+    else:
+        sources = [p for p in plugins if p.sampler() is not None]
+        sampler = sources[0].sampler if sources else None
+    if mode is False or (mode == "auto" and sampler is None):
         return None
-    if not sources:
+    if sampler is None:
         raise ConfigError("metrics.generative", mode, "the strategy has no generator to score; "
                           "use a generator strategy (dgr, dgr_distill, rtf) or "
                           "metrics.generative=false")
     net = feature_net(scenario, FeatureNetSettings(**metrics_cfg.feature_net), data_dir)
-    return GenerativeEvaluation(sources[0], net, PRDSettings(**metrics_cfg.prd),
+    return GenerativeEvaluation(sampler, net, PRDSettings(**metrics_cfg.prd),
                                 run_dir / "samples" if metrics_cfg.sample_grids else None, seed)

@@ -1,22 +1,23 @@
-"""Sample grids: one row per natural class seen so far, each image captioned with the label the
-classifier gives it. A conditional generator draws each row's class; an unconditional one fills
-the rows by the feature net's reading of a pool of samples (empty places: none came)."""
+"""Sample grids: one row per natural class seen so far, each image captioned with the label a
+`Labeller` gives it (the classifier's, or the feature net's when the generator is the learner).
+A conditional generator draws each row's class; an unconditional one fills the rows by the
+feature net's reading of a pool of samples (empty places: none came)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from clrun.generative_metrics.feature_net import TrainedFeatureNet
-from clrun.generative_metrics.scores import Sampler, _predicted_classes
+from clrun.generative_metrics.scores import Sampler, predicted_classes
 from clrun.plots import new_figure, save_figure
 from clrun.scenarios.base import Scenario
 
-if TYPE_CHECKING:
-    from clrun.module import ContinualModule
+#: labels of unit-space images, given the task each row's class belongs to
+Labeller = Callable[[Tensor, Tensor], Tensor]
 
 MAX_ROWS = 20
 
@@ -28,14 +29,15 @@ def grid_samples(sampler: Sampler, classes: Tensor, columns: int, net: TrainedFe
         return [sampler.sample(columns, torch.full((columns,), int(c), device=classes.device))
                 for c in classes]
     pool = sampler.sample(4 * columns * len(classes))
-    labels = _predicted_classes(net, pool)
+    labels = predicted_classes(net, pool)
     return [pool[labels == c][:columns] for c in classes]
 
 
-def save_sample_grid(sampler: Sampler, scenario: Scenario, n_seen: int, module: ContinualModule,
-                     net: TrainedFeatureNet, path: Path, title: str, columns: int = 8) -> Path:
+def save_sample_grid(sampler: Sampler, scenario: Scenario, n_seen: int, labeller: Labeller,
+                     net: TrainedFeatureNet, path: Path, title: str, device: torch.device,
+                     columns: int = 8) -> Path:
     tasks = scenario.tasks[:n_seen]
-    classes = scenario.natural_classes(tasks)[:MAX_ROWS].to(module.device)
+    classes = scenario.natural_classes(tasks)[:MAX_ROWS].to(device)
     owner = {int(c): t for t in reversed(tasks) for c in scenario.natural_of(t, t.train.y).unique()}
     with torch.no_grad(), torch.random.fork_rng():
         torch.manual_seed(0)
@@ -47,9 +49,8 @@ def save_sample_grid(sampler: Sampler, scenario: Scenario, n_seen: int, module: 
         if not len(images):
             continue
         task = torch.full((len(images),), owner[cls].index, device=images.device)
-        scores = module.scores(scenario.pipeline.from_unit(images, train=False), task)
-        for c, (image, label) in enumerate(zip(images.cpu(), scores.argmax(1).tolist(),
-                                               strict=True)):
+        labels = labeller(images, task)
+        for c, (image, label) in enumerate(zip(images.cpu(), labels.tolist(), strict=True)):
             canvas[r * height:(r + 1) * height, c * width:(c + 1) * width] = \
                 image.permute(1, 2, 0).clamp(0, 1)
             ax.text((c + 0.05) * width, (r + 0.25) * height, str(label), color="red",

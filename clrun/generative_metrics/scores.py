@@ -2,10 +2,13 @@
 
 For task j the generator draws as many samples as task j has test images: a conditional
 generator for exactly the natural classes of those images; an unconditional one from a shared
-pool whose samples the feature net assigns to task j's classes (a sample of a class that
-several tasks hold counts for each). FID comes from torchmetrics' `FrechetInceptionDistance`
-with the feature net as its `feature` module; precision and recall from PRD on the same
-features.
+pool, from which task j takes, for every class c, as many samples the feature net reads as c
+as task j has test images of c (a sample can serve several tasks, so Dirichlet splits get their
+class mix). When the generator makes too few of a class even after `MAX_POOLS` pools, the
+shortfall is made up with its other samples: a generator that forgot a task is scored on what
+it makes instead, and its FID shows the forgetting instead of the task dropping out of the mean.
+FID comes from torchmetrics' `FrechetInceptionDistance` with the feature net as its `feature`
+module; precision and recall from PRD on the same features.
 """
 
 from __future__ import annotations
@@ -52,32 +55,42 @@ def _batched_features(extractor: FeatureExtractor, x: Tensor) -> Tensor:
     return torch.cat([extractor(x[i:i + 1024]) for i in range(0, len(x), 1024)])
 
 
-def _predicted_classes(net: TrainedFeatureNet, x: Tensor) -> Tensor:
+def predicted_classes(net: TrainedFeatureNet, x: Tensor) -> Tensor:
     return torch.cat([net.net(x[i:i + 1024]).argmax(1) for i in range(0, len(x), 1024)])
 
 
 def samples_for_tasks(sampler: Sampler, scenario: Scenario, tasks: list[Task],
                       net: TrainedFeatureNet, device: torch.device) -> list[Tensor]:
-    """Generated unit-space images for each task, as many as its test images (fewer when an
-    unconditional generator rarely produces its classes)."""
+    """Generated unit-space images for each task, as many as its test images, in its class
+    mix (see the module's docstring)."""
     wanted = [scenario.natural_of(t, t.test.y).to(device) for t in tasks]
     if sampler.conditional:
         return [torch.cat([sampler.sample(len(c[i:i + 1024]), c[i:i + 1024])
                            for i in range(0, len(c), 1024)]) for c in wanted]
+    counts = [c.unique(return_counts=True) for c in wanted]
+    needed: dict[int, int] = {}  # per class, the most any task asks for
+    for classes, n in counts:
+        for c, k in zip(classes.tolist(), n.tolist(), strict=True):
+            needed[c] = max(needed.get(c, 0), k)
     pools: list[Tensor] = []
-    classes: list[Tensor] = []
-    found = [0] * len(tasks)
-    pool_size = sum(len(c) for c in wanted)
+    labels: list[Tensor] = []
     for _ in range(MAX_POOLS):
-        pool = sampler.sample(pool_size)
+        pool = sampler.sample(sum(len(c) for c in wanted))
         pools.append(pool)
-        classes.append(_predicted_classes(net, pool))
-        labels = torch.cat(classes)
-        found = [int(torch.isin(labels, c.unique()).sum()) for c in wanted]
-        if all(f >= len(c) for f, c in zip(found, wanted, strict=True)):
+        labels.append(predicted_classes(net, pool))
+        found = torch.bincount(torch.cat(labels), minlength=max(needed) + 1)
+        if all(int(found[c]) >= k for c, k in needed.items()):
             break
-    images, labels = torch.cat(pools), torch.cat(classes)
-    return [images[torch.isin(labels, c.unique())][: len(c)] for c in wanted]
+    images, read_as = torch.cat(pools), torch.cat(labels)
+    chosen = []
+    for (classes, n), c_task in zip(counts, wanted, strict=True):
+        picked = torch.zeros(len(images), dtype=torch.bool, device=images.device)
+        for c, k in zip(classes.tolist(), n.tolist(), strict=True):
+            picked[(read_as == c).nonzero().flatten()[:k]] = True
+        short = len(c_task) - int(picked.sum())
+        picked[(~picked).nonzero().flatten()[:short]] = True  # what it makes instead
+        chosen.append(images[picked])
+    return chosen
 
 
 def score_row(sampler: Sampler, scenario: Scenario, n_seen: int, net: TrainedFeatureNet,
@@ -93,8 +106,6 @@ def score_row(sampler: Sampler, scenario: Scenario, n_seen: int, net: TrainedFea
         torch.manual_seed(seed)
         generated = samples_for_tasks(sampler, scenario, tasks, net, device)
         for j, (task, fake) in enumerate(zip(tasks, generated, strict=True)):
-            if len(fake) < 2:
-                continue  # the generator produced (almost) nothing of this task's classes
             real = scenario.pipeline.to_unit(task.test.x.to(device))
             fid = FrechetInceptionDistance(feature=extractor, input_img_size=scenario.input_shape,
                                            reset_real_features=True).to(device)

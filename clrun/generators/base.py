@@ -121,9 +121,22 @@ class Generator(pl.LightningModule):
         """Trainer arguments this generator needs beyond the classifier's (GANs under DDP)."""
         return {}
 
+    # -- as the learner of `objective=generative` (the loop's module) -------------------------
+    @property
+    def net(self) -> Generator:
+        """The trained network, as plugins read it from the loop's module."""
+        return self
+
+    def optimizer_state(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the optimizer(s) across tasks."""
+        return self.kept_optimizer.state_dict()
+
+    def load_optimizer_state(self, state: dict[str, Any]) -> None:
+        self.kept_optimizer.load_state_dict(state)
+
     def checkpoint_state(self) -> dict[str, Any]:
-        return {"weights": self.state_dict(), "optimizer": self.kept_optimizer.state_dict()}
+        return {"weights": self.state_dict(), "optimizer": self.optimizer_state()}
 
     def load_checkpoint_state(self, state: dict[str, Any]) -> None:
         self.load_state_dict(state["weights"])
-        self.kept_optimizer.load_state_dict(state["optimizer"])
+        self.load_optimizer_state(state["optimizer"])

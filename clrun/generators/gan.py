@@ -141,10 +141,10 @@ class WGANGP(Generator):
         which DDP must be told about."""
         return {"strategy": "ddp_find_unused_parameters_true"} if world_size > 1 else {}
 
-    def checkpoint_state(self) -> dict[str, Any]:
-        return {**super().checkpoint_state(), "critic_optimizer":
-                self.critic_optimizer.state_dict()}
+    def optimizer_state(self) -> dict[str, Any]:
+        return {"generator": super().optimizer_state(),
+                "critic": self.critic_optimizer.state_dict()}
 
-    def load_checkpoint_state(self, state: dict[str, Any]) -> None:
-        super().load_checkpoint_state(state)
-        self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+    def load_optimizer_state(self, state: dict[str, Any]) -> None:
+        super().load_optimizer_state(state["generator"])
+        self.critic_optimizer.load_state_dict(state["critic"])

@@ -269,3 +269,28 @@ class ReplayThroughFeedback(_ReplayBase):
         replayed = (replay_loss(student, teacher, self.groups, self.soft, self.temperature)
                     + feedback.loss(self._features, x_unit))
         return self.weighted(current, replayed)
+
+
+class GeneratorSelfReplay(StrategyPlugin):
+    """`objective=generative`'s generative replay: from task 2 on the generator trains on the
+    task's data plus samples of its own frozen copy from the end of the previous task, with
+    the loss w·L(current) + (1 − w)·L(replayed) (w = 1/t, or 1/2 with `weighting=equal`);
+    a conditional generator replays the natural classes seen before. The frozen copy is the
+    checkpointed generator itself, so nothing else needs saving."""
+
+    objectives = ("generative",)
+
+    def __init__(self, weighting: str = "task_ratio") -> None:
+        super().__init__()
+        check_choice("strategy.plugins.generative_replay.weighting", weighting, WEIGHTINGS)
+        self.weighting = weighting
+
+    def on_task_start(self, loop: TaskLoop, task: Task) -> None:
+        generator: Generator = loop.module
+        earlier = loop.scenario.tasks[: task.index]
+        if not earlier:
+            generator.replay_from(None, 1.0, None)
+            return
+        generator.replay_from(generator.frozen_copy().to(loop.device),
+                              replay_weight(self.weighting, task.index + 1),
+                              loop.scenario.natural_classes(earlier).to(loop.device))

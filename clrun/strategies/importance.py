@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from clrun.errors import ConfigError
+from clrun.generators.base import Generator
 from clrun.module import ContinualModule
 from clrun.scenarios.base import InputPipeline, Split
 
@@ -38,10 +39,11 @@ def _batches(split: Split, pipeline: InputPipeline, batch_size: int):
         yield pipeline(split.x[start:end], train=False), split.y[start:end], split.task[start:end]
 
 
-def minibatch_gradients(module: ContinualModule, split: Split, pipeline: InputPipeline,
-                        batch_size: int, objective: Callable[[Tensor, Tensor], Tensor],
+def minibatch_gradients(module: ContinualModule | Generator, split: Split,
+                        pipeline: InputPipeline, batch_size: int,
+                        objective: Callable[[Tensor, Tensor, Tensor], Tensor],
                         transform: Callable[[Tensor], Tensor], reduction: str) -> Importances:
-    """Sum (or mean) over minibatches of `transform(grad objective(task logits, y))`."""
+    """Sum (or mean) over minibatches of `transform(grad objective(x, y, task))`."""
     params = tracked_parameters(module)
     totals = {name: torch.zeros_like(p) for name, p in params.items()}
     was_training = module.training
@@ -50,7 +52,7 @@ def minibatch_gradients(module: ContinualModule, split: Split, pipeline: InputPi
     with torch.enable_grad():
         for x, y, task in _batches(split, pipeline, batch_size):
             module.net.zero_grad(set_to_none=True)
-            objective(module.task_logits(module.net(x), task), y).backward()
+            objective(x, y, task).backward()
             for name, p in params.items():
                 if p.grad is not None:
                     totals[name] += transform(p.grad)
@@ -100,7 +102,8 @@ def fisher(module: ContinualModule, split: Split, pipeline: InputPipeline, batch
     if labels == "expected":
         return expected_fisher(module, split, pipeline, batch_size, reduction)
 
-    def objective(logits: Tensor, y: Tensor) -> Tensor:
+    def objective(x: Tensor, y: Tensor, task: Tensor) -> Tensor:
+        logits = module.task_logits(module.net(x), task)
         target = logits.argmax(dim=1) if labels == "predicted" else y
         return F.cross_entropy(logits, target)
 
@@ -111,8 +114,21 @@ def fisher(module: ContinualModule, split: Split, pipeline: InputPipeline, batch
 def output_sensitivity(module: ContinualModule, split: Split, pipeline: InputPipeline,
                        batch_size: int, reduction: str) -> Importances:
     """MAS: |grad of mean(output^2)| per minibatch (the task's head in task-IL)."""
-    def squared_output(logits: Tensor, _: Tensor) -> Tensor:
+    def squared_output(x: Tensor, y: Tensor, task: Tensor) -> Tensor:
+        logits = module.task_logits(module.net(x), task)
         return logits.masked_fill(logits.isinf(), 0).pow(2).mean()
 
     return minibatch_gradients(module, split, pipeline, batch_size, squared_output, torch.abs,
                                reduction)
+
+
+def loss_fisher(generator: Generator, split: Split, pipeline: InputPipeline, batch_size: int,
+                reduction: str) -> Importances:
+    """EWC's Fisher of a generator that is the learner (`objective=generative`): squared
+    minibatch gradients of its own loss (a VAE's negative ELBO), labels = natural classes for
+    a conditional one. `batch_size=1` gives the per-sample empirical Fisher."""
+    def own_loss(x: Tensor, y: Tensor, task: Tensor) -> Tensor:
+        return generator.loss(x, y if generator.conditional else None)
+
+    return minibatch_gradients(generator, split, pipeline, batch_size, own_loss,
+                               lambda g: g.pow(2), reduction)

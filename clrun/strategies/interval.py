@@ -96,7 +96,7 @@ class IntervalTraining(StrategyPlugin):
             raise ConfigError("trainer.max_epochs", epochs,
                               f"the interval strategy needs more epochs per task than "
                               f"{KEY}.contraction_epochs ({self.contraction_epochs})")
-        self.first_task = not loop.matrix
+        self.first_task = loop.stages_done == 0
         if not self.first_task:
             net.freeze_task()
         net.requires_grad_(True)  # the task's optimizer holds every phase's parameters

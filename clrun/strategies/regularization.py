@@ -31,11 +31,13 @@ from clrun.strategies.importance import (
     Importances,
     check_choice,
     fisher,
+    loss_fisher,
     output_sensitivity,
     tracked_parameters,
 )
 
 if TYPE_CHECKING:
+    from clrun.generators.base import Generator
     from clrun.loop import TaskLoop
     from clrun.module import ContinualModule
     from clrun.scenarios.base import Task
@@ -44,7 +46,12 @@ MODES = ("separate", "online")
 
 
 class QuadraticPenalty(StrategyPlugin):
-    """Base: subclasses say how importances are measured at a task's end (`importances`)."""
+    """Base: subclasses say how importances are measured at a task's end (`importances`).
+
+    The penalty acts on whatever network the loop trains, so it also regularizes a generator
+    under `objective=generative` (MAS, which needs class outputs, excepted)."""
+
+    objectives = ("classification", "generative")
 
     def __init__(self, lambda_: float, mode: str = "separate", decay: float = 1.0) -> None:
         super().__init__()
@@ -119,10 +126,11 @@ class QuadraticPenalty(StrategyPlugin):
         self.weight, self.center = dict(state_dict["weight"]), dict(state_dict["center"])
 
 
-def task_parameters(module: ContinualModule, task_index: int) -> set[str]:
-    """Parameters a task trains: all, except other tasks' heads in the task-IL setting."""
+def task_parameters(module: ContinualModule | Generator, task_index: int) -> set[str]:
+    """Parameters a task trains: all, except other tasks' heads in the task-IL setting (a
+    generator that is the learner has no heads)."""
     names = set(tracked_parameters(module))
-    if module.setting != "task":
+    if getattr(module, "setting", None) != "task":
         return names
     return {n for n in names if not n.startswith("heads.") or n.split(".")[1] == str(task_index)}
 
@@ -159,12 +167,17 @@ class EWC(_MeasuredPenalty):
         self.fisher_labels = fisher_labels
 
     def importances(self, loop: TaskLoop, task: Task) -> Importances:
+        if not loop.classifies:  # the generator's own loss (a VAE's negative ELBO)
+            data, pipeline = loop.generator_data(task)
+            return loss_fisher(loop.module, data, pipeline, self.batch_size, self.reduction)
         return fisher(loop.module, task.train, loop.scenario.pipeline, self.batch_size,
                       self.fisher_labels, self.reduction)
 
 
 class MAS(_MeasuredPenalty):
     """Memory aware synapses (Aljundi et al. 2018): sensitivity of the squared output."""
+
+    objectives = ("classification",)
 
     def importances(self, loop: TaskLoop, task: Task) -> Importances:
         return output_sensitivity(loop.module, task.train, loop.scenario.pipeline,

@@ -1,0 +1,179 @@
+"""`objective=generative`: the generator is the learner, scored by FID/precision/recall."""
+
+from __future__ import annotations
+
+import re
+from functools import partial
+
+import pytest
+import torch
+
+from clrun.errors import ClrunError
+from clrun.generative_metrics.feature_net import FeatureNetSettings, feature_net
+from clrun.generative_metrics.scores import samples_for_tasks
+from clrun.generators.vae import VAE
+from clrun.loop import LoopSettings, TaskLoop
+from clrun.paths import default_data_dir
+from clrun.plugin import StrategyPlugin
+from clrun.run import run
+from clrun.scenarios.digits import split_digits
+from clrun.strategies.generative import GeneratorSelfReplay
+from clrun.strategies.importance import loss_fisher
+from clrun.strategies.regularization import EWC
+from tests.conftest import FAST, compose_cfg, read_metrics, run_cli
+
+ADAM = partial(torch.optim.Adam, lr=1e-3)
+LEARNER = ("objective=generative", "generator=vae", "generator.hidden_sizes=[64]",
+           "generator.z_dim=8", "metrics.prd.runs=1")
+
+
+def generator_loop(plugins, epochs=3, n_tasks=3):
+    torch.manual_seed(0)
+    scenario = split_digits(n_tasks=n_tasks)
+    generator = VAE(scenario.input_shape, scenario.n_natural, hidden_sizes=(32,), z_dim=4,
+                    optimizer=ADAM, max_epochs=epochs, batch_size=32)
+    settings = LoopSettings(batch_size=32, trainer_kwargs=dict(
+        accelerator="cpu", devices=1, max_epochs=epochs, enable_progress_bar=False))
+    return TaskLoop(scenario, generator, plugins, settings)
+
+
+def test_the_generator_is_the_learner_from_the_cli(tmp_path):
+    out = run_cli(*LEARNER, "strategy=generative_replay", "hydra.run.dir=run", *FAST,
+                  cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    metrics = read_metrics(tmp_path / "run")
+    assert "acc" not in metrics and "accuracy_matrix" not in metrics
+    assert metrics["config"]["objective"] == "generative"
+    assert metrics["config"]["model"] == "VAE"
+    fid = metrics["generative"]["fid"]
+    # every seen task is scored after every task (even one the generator forgot), none later
+    assert all((v is not None) == (j <= i) for i, row in enumerate(fid) for j, v in
+               enumerate(row))
+    assert metrics["fid"] == pytest.approx(sum(fid[-1]) / len(fid[-1]))
+    assert metrics["fid_forgetting"] == pytest.approx(
+        sum(fid[-1][j] - fid[j][j] for j in range(4)) / 4)
+    assert "Generator FID per task" in out.stdout and "Accuracy matrix" not in out.stdout
+    for name in ("fid", "precision", "recall"):
+        lines = (tmp_path / "run" / f"{name}_matrix.csv").read_text().splitlines()
+        assert len(lines) == 6 and lines[1].endswith(",,,,")  # after task 0: task 0 only
+    assert not (tmp_path / "run" / "accuracy_matrix.csv").exists()
+    assert (tmp_path / "run" / "samples" / "task_4.png").read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["objective=generative", "generator=vae", "strategy=icarl"],
+     "trains a classifier, but objective=generative trains only the generator"),
+    (["objective=generative", "generator=vae", "strategy=mas"],
+     "trains a classifier, but objective=generative"),
+    (["generator=vae", "strategy=generative_replay"], "add objective=generative"),
+    (["objective=generative", "strategy=naive"], "objective=generative trains a generator"),
+    (["objective=generative", "generator=gan", "strategy=ewc"],
+     "penalties need a generator with a likelihood loss"),
+    (["objective=generative", "generator=vae", "metrics.generative=false"],
+     "measured by the generative metrics alone"),
+    (["objective=both"], "objective='both' is invalid: use one of: classification, generative"),
+])
+def test_objective_mistakes_fail_before_training(tmp_path, args, needle):
+    with pytest.raises(ClrunError, match=re.escape(needle)):
+        run(compose_cfg(*args, *FAST), tmp_path)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_a_classifier_strategy_under_the_generative_objective_is_one_line(tmp_path):
+    out = run_cli("objective=generative", "generator=vae", "strategy=gem", "logger=none",
+                  "hydra.run.dir=run", cwd=tmp_path)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1, out.stderr[-2000:]
+    assert "use naive, joint, l2, ewc, oewc, si or generative_replay" in lines[0]
+
+
+def test_ewc_fisher_of_a_generator_is_the_squared_gradient_of_its_own_loss():
+    loop = generator_loop([], epochs=1, n_tasks=2)
+    generator = loop.module
+    data, pipeline = loop.generator_data(loop.scenario.tasks[0])
+    torch.manual_seed(1)
+    fisher = loss_fisher(generator, data, pipeline, batch_size=len(data), reduction="sum")
+    torch.manual_seed(1)
+    generator.zero_grad()
+    generator.loss(pipeline(data.x, train=False), None).backward()
+    assert set(fisher) == {n for n, _ in generator.named_parameters()}
+    for name, p in generator.named_parameters():
+        torch.testing.assert_close(fisher[name], p.grad.pow(2))
+
+
+def test_ewc_holds_the_generators_weights_where_its_fisher_is_large():
+    def fisher_weighted_move_in_task_2(plugins):
+        loop = generator_loop(plugins, n_tasks=2)
+        snapshot = _Snapshot()
+        loop.plugins.append(snapshot)
+        loop.run()
+        return sum((snapshot.fisher[n] * (p.detach() - snapshot.weights[n]).pow(2)).sum()
+                   for n, p in loop.module.named_parameters())
+
+    naive = fisher_weighted_move_in_task_2([])
+    held = fisher_weighted_move_in_task_2([EWC(lambda_=1e4, batch_size=1000)])
+    assert held < 0.1 * naive
+
+
+class _Snapshot(StrategyPlugin):
+    """The weights after the first task and their Fisher (of the generator's own loss)."""
+
+    objectives = ("generative",)
+
+    def on_task_start(self, loop, task):
+        if task.index == 1:
+            self.weights = {n: p.detach().clone() for n, p in loop.module.named_parameters()}
+            data, pipeline = loop.generator_data(loop.scenario.tasks[0])
+            self.fisher = loss_fisher(loop.module, data, pipeline, 1000, "sum")
+
+
+def test_generative_replay_replays_the_generator_it_was_after_the_previous_task():
+    plugin = GeneratorSelfReplay()
+    loop = generator_loop([plugin], epochs=1, n_tasks=3)
+    seen = []
+    original_fit = loop.fit
+
+    def record(split, number):
+        replay = loop.module.replay
+        seen.append(None if replay is None else (
+            replay.weight_current, replay.previous,
+            {n: p.detach().clone() for n, p in loop.module.named_parameters()},
+            replay.conditions.tolist()))
+        original_fit(split, number)
+
+    loop.fit = record
+    loop.run()
+    assert seen[0] is None
+    for t, (weight, previous, current, conditions) in enumerate(seen[1:], start=2):
+        assert weight == pytest.approx(1 / t)
+        assert not any(p.requires_grad for p in previous.parameters())
+        for name, p in previous.named_parameters():
+            assert torch.equal(p, current[name])  # the weights at the task's start
+        assert len(conditions) == 2 * (t - 1)  # the natural classes of the earlier tasks
+    assert loop.stages_done == 3 and loop.matrix == []
+
+
+class OneClass:
+    """An unconditional 'generator' that only ever makes one class's real images."""
+
+    conditional = False
+
+    def __init__(self, images):
+        self.images = images
+
+    def sample(self, n, conditions=None):
+        return self.images[torch.randint(len(self.images), (n,))]
+
+
+def test_a_forgotten_task_is_scored_on_what_the_generator_makes_instead():
+    scenario = split_digits()
+    net = feature_net(scenario, FeatureNetSettings(steps=300), default_data_dir())
+    task0 = scenario.tasks[0]
+    natural = scenario.natural_of(task0, task0.train.y)
+    only = scenario.pipeline.to_unit(task0.train.x[natural == natural.min()])
+    fake = samples_for_tasks(OneClass(only), scenario, scenario.tasks[:2], net,
+                             torch.device("cpu"))
+    for task, images in zip(scenario.tasks[:2], fake, strict=True):
+        assert len(images) == len(task.test.y)  # full size, not just the class it makes
+    read = net.net(fake[1]).argmax(1)
+    assert (read == natural.min()).float().mean() > 0.9
