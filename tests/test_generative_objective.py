@@ -15,12 +15,14 @@ from clrun.generators.vae import VAE
 from clrun.loop import LoopSettings, TaskLoop
 from clrun.paths import default_data_dir
 from clrun.plugin import StrategyPlugin
+from clrun.report_cli import report
 from clrun.run import run
 from clrun.scenarios.digits import split_digits
 from clrun.strategies.generative import GeneratorSelfReplay
 from clrun.strategies.importance import loss_fisher
 from clrun.strategies.regularization import EWC
 from tests.conftest import FAST, compose_cfg, read_metrics, run_cli
+from tests.test_scenarios import write_mnist_like
 
 ADAM = partial(torch.optim.Adam, lr=1e-3)
 LEARNER = ("objective=generative", "generator=vae", "generator.hidden_sizes=[64]",
@@ -177,3 +179,32 @@ def test_a_forgotten_task_is_scored_on_what_the_generator_makes_instead():
         assert len(images) == len(task.test.y)  # full size, not just the class it makes
     read = net.net(fake[1]).argmax(1)
     assert (read == natural.min()).float().mean() > 0.9
+
+
+@pytest.mark.parametrize("row", ["naive", "ewc", "si", "gr"])
+@pytest.mark.parametrize("scenario", ["split_fmnist", "dirichlet_fmnist"])
+def test_multiband_experiment_wiring_on_fake_fashion_mnist(tmp_path, row, scenario):
+    write_mnist_like(tmp_path / "FashionMNIST" / "raw", gz=False, n_train=400, n_test=200)
+    cfg = compose_cfg("experiment=multiband_fmnist", f"row=multiband_{row}",
+                      f"scenario={scenario}", f"data_dir={tmp_path}", "trainer.max_epochs=-1",
+                      "trainer.max_steps=2", "logger=none", "generator.hidden_sizes=[16]",
+                      "metrics.prd.runs=1", "metrics.feature_net.steps=5",
+                      "metrics.sample_grids=false")
+    assert cfg.objective == "generative" and cfg.train.batch_size == 64
+    assert cfg.optimizer.weight_decay == 1e-5 and cfg.generator.optimizer.weight_decay == 1e-5
+    result = run(cfg, tmp_path / "run")
+    n_tasks = 5 if scenario == "split_fmnist" else 10
+    assert len(result.generative["fid"]) == n_tasks and result.metrics is None
+    assert result.config["strategy"] == {"naive": "naive", "ewc": "ewc", "si": "si",
+                                         "gr": "generative_replay"}[row]
+
+
+def test_report_of_a_generative_sweep_tabulates_fid(tmp_path):
+    out = run_cli("-m", *LEARNER, "strategy=naive,generative_replay", "trainer.max_epochs=1",
+                  "scenario.n_tasks=2", "logger=none", "metrics.sample_grids=false",
+                  "hydra.sweep.dir=sweep", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    table = report(tmp_path / "sweep", None, "markdown", None)
+    header = table.splitlines()[0]
+    assert header.startswith("| strategy | fid | precision | recall | runs")
+    assert "generative_replay" in table
