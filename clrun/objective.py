@@ -36,8 +36,8 @@ def check_objective(objective: object, plugins: list[StrategyPlugin], strategy: 
     wrong = plugins_for(str(objective), plugins)
     if wrong and objective == "generative":
         raise ConfigError("strategy", strategy, "trains a classifier, but objective=generative "
-                          "trains only the generator; use naive, joint, l2, ewc, oewc, si or "
-                          "generative_replay there (or drop objective=generative)")
+                          "trains only the generator; use naive, joint, l2, ewc, oewc, si, "
+                          "generative_replay or multiband there (or drop objective=generative)")
     if wrong:
         raise ConfigError("strategy", strategy, "trains only a generator; add "
                           "objective=generative (or replay into a classifier with strategy=dgr)")
@@ -49,13 +49,22 @@ def check_objective(objective: object, plugins: list[StrategyPlugin], strategy: 
 
 
 def check_learner(generator: Generator, plugins: list[StrategyPlugin], strategy: str) -> None:
-    """Penalties act on the gradients of one optimizer step per batch and on the Fisher of a
-    likelihood: a GAN (two optimizers, no likelihood) cannot take them."""
+    """A generator with phases of its own (Multiband VAE) runs with its strategy alone;
+    penalties act on the gradients of one optimizer step per batch and on the Fisher of a
+    likelihood, so a GAN (two optimizers, no likelihood) cannot take them. Plugins that use
+    the generator receive it."""
     from clrun.strategies.regularization import QuadraticPenalty
 
+    own = generator.trained_by_strategy
+    if own is not None and strategy != own:
+        raise ConfigError("strategy", strategy, f"this generator is trained by strategy={own} "
+                          "(alone); use it")
     if not generator.automatic_optimization and any(isinstance(p, QuadraticPenalty)
                                                     for p in plugins):
         raise ConfigError("strategy", strategy, "penalties need a generator with a likelihood "
                           "loss and one optimizer step per batch; use generator=vae or "
                           "generator=conv_vae (a GAN runs with naive, joint or "
                           "generative_replay)")
+    for plugin in plugins:
+        if plugin.uses_generator:
+            plugin.attach_generator(generator)

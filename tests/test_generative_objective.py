@@ -10,7 +10,8 @@ import torch
 
 from clrun.errors import ClrunError
 from clrun.generative_metrics.feature_net import FeatureNetSettings, feature_net
-from clrun.generative_metrics.scores import samples_for_tasks
+from clrun.generative_metrics.scores import predicted_classes, samples_for_tasks
+from clrun.generators.multiband import MultibandVAE, binary_code
 from clrun.generators.vae import VAE
 from clrun.loop import LoopSettings, TaskLoop
 from clrun.paths import default_data_dir
@@ -18,7 +19,7 @@ from clrun.plugin import StrategyPlugin
 from clrun.report_cli import report
 from clrun.run import run
 from clrun.scenarios.digits import split_digits
-from clrun.strategies.generative import GeneratorSelfReplay
+from clrun.strategies.generative import GeneratorSelfReplay, MultibandTraining
 from clrun.strategies.importance import loss_fisher
 from clrun.strategies.regularization import EWC
 from tests.conftest import FAST, compose_cfg, read_metrics, run_cli
@@ -86,7 +87,7 @@ def test_a_classifier_strategy_under_the_generative_objective_is_one_line(tmp_pa
                   "hydra.run.dir=run", cwd=tmp_path)
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 2 and len(lines) == 1, out.stderr[-2000:]
-    assert "use naive, joint, l2, ewc, oewc, si or generative_replay" in lines[0]
+    assert "use naive, joint, l2, ewc, oewc, si, generative_replay or multiband" in lines[0]
 
 
 def test_ewc_fisher_of_a_generator_is_the_squared_gradient_of_its_own_loss():
@@ -181,22 +182,25 @@ def test_a_forgotten_task_is_scored_on_what_the_generator_makes_instead():
     assert (read == natural.min()).float().mean() > 0.9
 
 
-@pytest.mark.parametrize("row", ["naive", "ewc", "si", "gr"])
+@pytest.mark.parametrize("row", ["naive", "ewc", "si", "gr", "mb"])
 @pytest.mark.parametrize("scenario", ["split_fmnist", "dirichlet_fmnist"])
 def test_multiband_experiment_wiring_on_fake_fashion_mnist(tmp_path, row, scenario):
     write_mnist_like(tmp_path / "FashionMNIST" / "raw", gz=False, n_train=400, n_test=200)
+    small = (["generator.width=4", "generator.local_epochs=1", "generator.global_epochs=1",
+              "generator.warmup_epochs=0"] if row == "mb" else ["generator.hidden_sizes=[16]"])
     cfg = compose_cfg("experiment=multiband_fmnist", f"row=multiband_{row}",
                       f"scenario={scenario}", f"data_dir={tmp_path}", "trainer.max_epochs=-1",
-                      "trainer.max_steps=2", "logger=none", "generator.hidden_sizes=[16]",
-                      "metrics.prd.runs=1", "metrics.feature_net.steps=5",
-                      "metrics.sample_grids=false")
+                      "trainer.max_steps=2", "logger=none", *small, "metrics.prd.runs=1",
+                      "metrics.feature_net.steps=5", "metrics.sample_grids=false")
     assert cfg.objective == "generative" and cfg.train.batch_size == 64
+    if row == "mb":
+        assert cfg.generator.cosine_threshold == (1.0 if scenario == "split_fmnist" else 0.98)
     assert cfg.optimizer.weight_decay == 1e-5 and cfg.generator.optimizer.weight_decay == 1e-5
     result = run(cfg, tmp_path / "run")
     n_tasks = 5 if scenario == "split_fmnist" else 10
     assert len(result.generative["fid"]) == n_tasks and result.metrics is None
     assert result.config["strategy"] == {"naive": "naive", "ewc": "ewc", "si": "si",
-                                         "gr": "generative_replay"}[row]
+                                         "gr": "generative_replay", "mb": "multiband"}[row]
 
 
 def test_report_of_a_generative_sweep_tabulates_fid(tmp_path):
@@ -208,3 +212,73 @@ def test_report_of_a_generative_sweep_tabulates_fid(tmp_path):
     header = table.splitlines()[0]
     assert header.startswith("| strategy | fid | precision | recall | runs")
     assert "generative_replay" in table
+
+
+def multiband_loop(n_tasks=2, **settings):
+    torch.manual_seed(0)
+    scenario = split_digits(n_tasks=n_tasks)
+    generator = MultibandVAE(scenario.input_shape, scenario.n_natural, optimizer=ADAM,
+                             batch_size=32, **{"width": 8, "local_epochs": 2,
+                                               "global_epochs": 3, "warmup_epochs": 1,
+                                               **settings})
+    plugin = MultibandTraining()
+    plugin.attach_generator(generator)
+    settings = LoopSettings(batch_size=32, trainer_kwargs=dict(
+        accelerator="cpu", devices=1, max_epochs=1, enable_progress_bar=False))
+    return TaskLoop(scenario, generator, [plugin], settings), plugin
+
+
+def test_task_codes_are_distinct_fixed_sign_bits():
+    codes = binary_code(torch.arange(16), bits=4, prime=9)
+    assert codes.shape == (16, 4) and set(codes.unique().tolist()) == {-1.0, 1.0}
+    assert len({tuple(c) for c in codes.tolist()}) == 16
+    assert torch.equal(codes, binary_code(torch.arange(16), bits=4, prime=9))
+
+
+def test_multiband_phases_follow_the_protocol():
+    loop, _ = multiband_loop(local_epochs=70, global_epochs=140, warmup_epochs=5)
+    generator = loop.module
+    generator.begin_task(0, torch.zeros(4, 1, 8, 8))
+    assert generator.training_budget(10)["max_epochs"] == 210  # the first task: all local
+    assert generator.phase(209) == ("local", 209)
+    generator.begin_task(1, torch.zeros(4, 1, 8, 8))
+    assert generator.training_budget(10)["max_epochs"] == 210
+    assert generator.phase(69) == ("local", 69) and generator.phase(70) == ("consolidate", 0)
+    start, params, lr = generator.schedule("local", 6)  # encoder only for min(20, 70 // 10)
+    assert (start, lr) == (0, 0.0001) and len(params) == len(generator.encoder_parameters())
+    assert generator.schedule("local", 7)[0] == 7
+    start, params, _ = generator.schedule("consolidate", 4)  # the warm-up: translator only
+    assert len(params) == len(list(generator.global_decoder.translator.parameters()))
+    assert generator.schedule("consolidate", 5)[0] == 5
+    assert generator.previous_decoder is not None  # the frozen decoder the task replays
+
+
+@pytest.mark.parametrize("threshold,moved", [(1.0, False), (-1.0, True)])
+def test_earlier_bands_move_to_new_data_only_past_the_cosine_threshold(threshold, moved):
+    loop, plugin = multiband_loop(cosine_threshold=threshold)
+    loop.run()
+    assert plugin.band_moves[0] == 0 and (plugin.band_moves[1] > 0) == moved
+    assert plugin.results() == {"multiband_band_moves": plugin.band_moves}
+
+
+def test_the_consolidated_decoder_still_generates_the_earlier_tasks_classes():
+    loop, _ = multiband_loop(width=16, local_epochs=20, global_epochs=20, warmup_epochs=2)
+    loop.run()
+    generator, scenario = loop.module, loop.scenario
+    net = feature_net(scenario, FeatureNetSettings(), default_data_dir())
+    for task in scenario.tasks:
+        read = predicted_classes(net, generator.sample_task(500, task.index))
+        mine = torch.isin(read, scenario.natural_of(task, task.train.y).unique())
+        assert mine.float().mean() > 0.8, (task.index, torch.bincount(read).tolist())
+    assert int(generator.tasks_learned) == 2
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["strategy=multiband", "generator=vae"], "strategy=multiband trains generator=multiband_vae"),
+    (["strategy=naive", "generator=multiband_vae"], "is trained by strategy=multiband"),
+    (["strategy=multiband", "generator=multiband_vae", "generator.reconstruction=l1"],
+     "generator.reconstruction='l1' is invalid"),
+])
+def test_multiband_mistakes_fail_before_training(tmp_path, args, needle):
+    with pytest.raises(ClrunError, match=re.escape(needle)):
+        run(compose_cfg("objective=generative", *args, *FAST), tmp_path)

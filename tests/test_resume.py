@@ -28,10 +28,15 @@ LEARNER_ARGS = ("objective=generative", "generator=vae", "strategy=[si,generativ
                 "generator.hidden_sizes=[64]", "train.reset_optimizer=false",
                 "trainer.max_epochs=30", "metrics.prd.runs=1", "logger=none", "seed=3")
 
+MULTIBAND_ARGS = ("objective=generative", "generator=multiband_vae", "strategy=multiband",
+                  "generator.width=8", "generator.local_epochs=15", "generator.global_epochs=15",
+                  "generator.warmup_epochs=3", "generator.cosine_threshold=0.5",
+                  "metrics.prd.runs=1", "logger=none", "seed=3")
+
 
 @pytest.mark.slow
-@pytest.mark.parametrize("args", [ARGS, GENERATIVE_ARGS, LEARNER_ARGS],
-                         ids=["ewc_lwf_er", "dgr", "objective_generative"])
+@pytest.mark.parametrize("args", [ARGS, GENERATIVE_ARGS, LEARNER_ARGS, MULTIBAND_ARGS],
+                         ids=["ewc_lwf_er", "dgr", "objective_generative", "multiband"])
 def test_sigkill_during_task_3_then_resume_gives_identical_metrics(tmp_path, args):
     env = {**os.environ, "WANDB_MODE": "disabled"}
 

@@ -1,7 +1,8 @@
 """FID, precision and recall of a generator's samples against every seen task's test images.
 
-For task j the generator draws as many samples as task j has test images: a conditional
-generator for exactly the natural classes of those images; an unconditional one from a shared
+For task j the generator draws as many samples as task j has test images: a task-conditioned
+generator (`sample_task`) for task j; a conditional one for exactly the natural classes of those
+images; an unconditional one from a shared
 pool, from which task j takes, for every class c, as many samples the feature net reads as c
 as task j has test images of c (a sample can serve several tasks, so Dirichlet splits get their
 class mix). When the generator makes too few of a class even after `MAX_POOLS` pools, the
@@ -64,6 +65,8 @@ def samples_for_tasks(sampler: Sampler, scenario: Scenario, tasks: list[Task],
     """Generated unit-space images for each task, as many as its test images, in its class
     mix (see the module's docstring)."""
     wanted = [scenario.natural_of(t, t.test.y).to(device) for t in tasks]
+    if hasattr(sampler, "sample_task"):  # conditioned on the task (Multiband VAE)
+        return [sampler.sample_task(len(c), t.index) for t, c in zip(tasks, wanted, strict=True)]
     if sampler.conditional:
         return [torch.cat([sampler.sample(len(c[i:i + 1024]), c[i:i + 1024])
                            for i in range(0, len(c), 1024)]) for c in wanted]

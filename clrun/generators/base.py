@@ -50,6 +50,8 @@ class Generator(pl.LightningModule):
 
     #: accepted input shapes, as a sentence for the one-line error (None: any shape)
     fits: str | None = None
+    #: the strategy that must train this generator (its phases), if any (Multiband VAE)
+    trained_by_strategy: str | None = None
 
     def __init__(self, input_shape: tuple[int, ...], n_classes: int, conditional: bool = False,
                  optimizer: OptimizerFactory | None = None, reset_optimizer: bool = True,

@@ -28,11 +28,21 @@ def gaussian_elbo_loss(mu: Tensor, logvar: Tensor, decode: Callable[[Tensor], Te
     """Van de Ven's VAE loss of unit-space images `x`: per-pixel BCE of the Bernoulli logits
     decoded from a reparametrised z, plus KL to N(0, I) over the number of pixels; batch mean."""
     z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
-    logits = decode(z)
-    recon = F.binary_cross_entropy_with_logits(logits.flatten(1).float(), x.flatten(1).float(),
-                                               reduction="none").mean(dim=1)
+    recon = reconstruction_loss("bce", decode(z).flatten(1), x.flatten(1)).mean(dim=1)
     kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).float().sum(dim=1) / x[0].numel()
     return (recon + kl).mean()
+
+
+RECONSTRUCTIONS = ("bce", "mse")
+
+
+def reconstruction_loss(kind: str, logits: Tensor, target: Tensor) -> Tensor:
+    """Per-pixel loss of Bernoulli logits against unit-space targets: binary cross-entropy
+    (`bce`) or the squared error of the decoded means (`mse`); in float32."""
+    if kind == "bce":
+        return F.binary_cross_entropy_with_logits(logits.float(), target.float(),
+                                                  reduction="none")
+    return (torch.sigmoid(logits.float()) - target.float()).pow(2)
 
 
 def mlp_layers(sizes: list[int]) -> nn.Sequential:

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from clrun.errors import ConfigError
 from clrun.generators.base import Generator
+from clrun.generators.multiband import MultibandVAE
 from clrun.generators.vae import VAE, gaussian_elbo_loss, mlp_layers
 from clrun.plugin import StrategyPlugin
 from clrun.scenarios.base import InputPipeline
@@ -294,3 +295,38 @@ class GeneratorSelfReplay(StrategyPlugin):
         generator.replay_from(generator.frozen_copy().to(loop.device),
                               replay_weight(self.weighting, task.index + 1),
                               loop.scenario.natural_classes(earlier).to(loop.device))
+
+
+class MultibandTraining(StrategyPlugin):
+    """`strategy=multiband` (with `generator=multiband_vae`, `objective=generative`): tells the
+    Multiband VAE which task starts and gives it the task's images (in unit space), from which
+    its consolidation draws the images earlier bands may move to. The phases themselves (local
+    VAE, then consolidation of the global decoder) are the generator's epochs."""
+
+    objectives = ("generative",)
+    uses_generator = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.band_moves: list[int] = []  # per task: replayed samples that moved to its data
+
+    def attach_generator(self, generator: Generator) -> None:
+        if not isinstance(generator, MultibandVAE):
+            raise ConfigError("generator", type(generator).__name__,
+                              "strategy=multiband trains generator=multiband_vae")
+
+    def on_task_start(self, loop: TaskLoop, task: Task) -> None:
+        data, pipeline = loop.generator_data(task)
+        loop.module.begin_task(task.index, pipeline(data.x, train=False))
+
+    def on_task_end(self, loop: TaskLoop, task: Task) -> None:
+        self.band_moves.append(loop.module.band_moves)
+
+    def results(self) -> dict[str, Any]:
+        return {"multiband_band_moves": self.band_moves}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"band_moves": self.band_moves}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.band_moves = list(state_dict["band_moves"])
