@@ -145,6 +145,21 @@ def test_supsup_one_shot_inference_finds_the_task_on_a_two_task_problem():
     assert right >= 72  # of 80 single-image inferences
 
 
+def test_supsup_class_il_shares_one_head_so_every_mask_trains_what_the_entropy_reads():
+    scenario = split_digits(setting="class")
+    units = [t.train.y.unique() for t in scenario.tasks]
+    net = SupSupNet(mlp(scenario.input_shape, scenario.head_sizes, hidden_sizes=(32,)), 5,
+                    "topk", 0.5, seed=0, shared_units=units)
+    assert net.heads[0].weight.shape[0] == 2 and net.head_sizes == [10]
+    x = scenario.tasks[3].test.x[:4].float() / 16
+    out = net(x, torch.full((4,), 3))
+    assert out.shape == (4, 10)
+    assert torch.isfinite(out[:, units[3]]).all() and torch.isinf(out).sum() == 4 * 8
+    use_superposition(net, torch.full((5,), 0.2))
+    assert net.outputs(x, 0).shape == (4, 2)  # the entropy's units: trained by every mask
+    use_task(net, None)
+
+
 def test_hnet_chunks_cover_every_weight_once_and_the_regulariser():
     torch.manual_seed(0)
     target = mlp(DIGITS.input_shape, DIGITS.head_sizes, hidden_sizes=(16,))

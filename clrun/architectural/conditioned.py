@@ -34,6 +34,11 @@ class TaskConditionedNet(nn.Module):
         start = sum(self._head_sizes[:t])
         return slice(start, start + self._head_sizes[t])
 
+    def task_columns(self, t: int) -> Tensor:
+        """The output units `forward_task(x, t)`'s logits fill, in order (its head's)."""
+        units = self.head_slice(t)
+        return torch.arange(units.start, units.stop)
+
     def forward_task(self, x: Tensor, t: int) -> Tensor | None:
         raise NotImplementedError
 
@@ -44,7 +49,6 @@ class TaskConditionedNet(nn.Module):
             index = (task == t).nonzero().flatten()
             logits = self.forward_task(x[index], int(t))
             if logits is not None:
-                units = self.head_slice(int(t))
-                columns = torch.arange(units.start, units.stop, device=x.device)
+                columns = self.task_columns(int(t)).to(x.device)
                 out[index[:, None], columns[None, :]] = logits.to(out.dtype)
         return out

@@ -11,8 +11,10 @@ Task-IL gives the task. Otherwise (domain-/class-IL) the task is inferred: the n
 with the superposed masks Σ αᵢ Mᵢ, αᵢ = 1/k over the k learned masks; the entropy of the output
 for ONE image of a batch of `inference_batch_size` (128 in the paper) is differentiated with
 respect to α, the task whose αᵢ lowers it fastest (argmin ∂H/∂αᵢ) is chosen, and the whole
-batch is classified with that task's mask, over that task's classes (each task keeps its own
-labels); a wrong guess makes the whole batch wrong. `per_sample=true` infers every sample on
+batch is classified with that task's mask, over that task's classes; a wrong guess makes the
+whole batch wrong. In class-IL the tasks share one head as wide as a task (labels within the
+task, the paper's layout), so every mask has trained every unit the entropy reads; each task's
+logits map back to its own classes. `per_sample=true` infers every sample on
 its own (slow). Each stage's task-inference accuracy per task goes into metrics.json.
 """
 
@@ -74,8 +76,12 @@ class SupermaskLayer(MaskedLayer):
 
 
 class SupSupNet(TaskConditionedNet):
+    """`shared_units` (class-IL): every task's classes share one head as wide as the largest
+    task, as in the paper (labels within the task), so each mask trains every output unit the
+    superposed entropy reads; task t's logits fill its own classes' units of the usual layout."""
+
     def __init__(self, template: ContinualNet, n_tasks: int, rule: str, sparsity: float,
-                 seed: int) -> None:
+                 seed: int, shared_units: list[Tensor] | None = None) -> None:
         super().__init__(template.head_sizes)
         generator = torch.Generator().manual_seed(seed)
 
@@ -83,7 +89,12 @@ class SupSupNet(TaskConditionedNet):
             return SupermaskLayer(layer, n_tasks, rule, sparsity, generator)
 
         self.backbone = replace_layers(template.backbone, make)
-        self.heads = nn.ModuleList(make(head) for head in template.heads)
+        self.shared_units = shared_units
+        heads = template.heads
+        if shared_units is not None:
+            width = max(len(units) for units in shared_units)
+            heads = [nn.Linear(template.heads[0].in_features, width, bias=False)]
+        self.heads = nn.ModuleList(make(head) for head in heads)
         self.heads_per_task = len(self.heads) > 1
 
     def outputs(self, x: Tensor, t: int) -> Tensor:
@@ -92,7 +103,13 @@ class SupSupNet(TaskConditionedNet):
 
     def forward_task(self, x: Tensor, t: int) -> Tensor:
         use_task(self, t)
-        return self.outputs(x, t)
+        logits = self.outputs(x, t)
+        return logits if self.shared_units is None else logits[:, :len(self.shared_units[t])]
+
+    def task_columns(self, t: int) -> Tensor:
+        if self.shared_units is None:
+            return super().task_columns(t)
+        return self.shared_units[t]
 
     def train_only(self, t: int) -> None:
         for layer in masked_layers(self):
@@ -125,10 +142,11 @@ class SupSup(TaskInferring):
         self.per_sample = per_sample
 
     def extend_model(self, module: ContinualModule, scenario: Scenario) -> None:
-        module.net = SupSupNet(module.net, scenario.n_tasks, self.rule, self.sparsity,
-                               self.seed).to(module.device)
-        module.refresh_heads()
         self.units = task_units(scenario)
+        shared = self.units if scenario.setting == "class" else None
+        module.net = SupSupNet(module.net, scenario.n_tasks, self.rule, self.sparsity,
+                               self.seed, shared).to(module.device)
+        module.refresh_heads()
 
     def on_task_start(self, loop: TaskLoop, task: Task) -> None:
         loop.module.net.train_only(task.index)
@@ -141,9 +159,7 @@ class SupSup(TaskInferring):
         size = 1 if self.per_sample else self.inference_batch_size
         for start in range(0, len(x), size):
             chunk = slice(start, start + size)
-            guess = net.infer_task(x[chunk][:1], self.n_learned)
-            units = self.units[guess].to(x.device)
-            logits = net.forward_task(x[chunk], guess)
-            scores[chunk, units] = logits[:, units].to(scores.dtype)
-            self.record.count(task[chunk], torch.full_like(task[chunk], guess))
+            guess = torch.full_like(task[chunk], net.infer_task(x[chunk][:1], self.n_learned))
+            scores[chunk] = net(x[chunk], guess).to(scores.dtype)  # the guess's classes only
+            self.record.count(task[chunk], guess)
         return scores
