@@ -37,3 +37,19 @@ def test_multirun_with_ddp_is_refused_in_one_line(tmp_path):
     out = run_cli("-m", "trainer=ddp_cpu", "seed=1,2", cwd=tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.startswith("clrun: error: DDP re-launches the command line")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra", [
+    ["generator=vae", "strategy=[si,generative_replay]", "trainer.max_epochs=2"],
+    ["generator=multiband_vae", "strategy=multiband", "generator.width=4",
+     "generator.local_epochs=1", "generator.global_epochs=2", "generator.warmup_epochs=1"],
+], ids=["vae_si_replay", "multiband"])
+def test_ddp_cpu_generator_as_the_learner_agrees_on_both_ranks(tmp_path, extra):
+    # the generator's weights are all-gathered and compared after every task
+    out = run_cli("hydra.run.dir=run", "trainer=ddp_cpu", "objective=generative", *extra,
+                  "scenario.n_tasks=2", "metrics.prd.runs=1", "logger=none", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    metrics = read_metrics(tmp_path / "run")
+    assert metrics["config"]["devices"] == 2 and len(metrics["generative"]["fid"]) == 2
+    assert out.stdout.count("Generator FID per task") == 1

@@ -120,7 +120,11 @@ class Generator(pl.LightningModule):
         return {"max_epochs": self.max_epochs, "max_steps": self.max_steps}
 
     def trainer_overrides(self, world_size: int) -> dict[str, Any]:
-        """Trainer arguments this generator needs beyond the classifier's (GANs under DDP)."""
+        """Trainer arguments this generator needs beyond the classifier's: DDP must be told
+        when a step leaves some parameters without gradients (a GAN's critic and generator
+        steps, the Multiband VAE's phases)."""
+        if world_size > 1 and not self.automatic_optimization:
+            return {"strategy": "ddp_find_unused_parameters_true"}
         return {}
 
     # -- as the learner of `objective=generative` (the loop's module) -------------------------

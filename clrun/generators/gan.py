@@ -136,11 +136,6 @@ class WGANGP(Generator):
             steps += steps // self.critic_steps
         return {"max_epochs": self.max_epochs, "max_steps": steps}
 
-    def trainer_overrides(self, world_size: int) -> dict[str, Any]:
-        """Critic and generator steps each leave the other's parameters without gradients,
-        which DDP must be told about."""
-        return {"strategy": "ddp_find_unused_parameters_true"} if world_size > 1 else {}
-
     def optimizer_state(self) -> dict[str, Any]:
         return {"generator": super().optimizer_state(),
                 "critic": self.critic_optimizer.state_dict()}

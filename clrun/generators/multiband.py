@@ -11,7 +11,9 @@ task trains in two phases within one fit:
 2. consolidation: the global decoder learns the new task's images from their local latents
    (with the new task's code) plus replay of the frozen previous global decoder's samples of
    every earlier task (its own latents and task codes, as many per step as
-   `replay_fraction`·batch·min(t, 3), split equally over the earlier tasks). For the first
+   `replay_fraction`·batch·min(t, 3), split equally over the earlier tasks; one step on the
+   batch and its replay together, where the authors step through them in minibatches of the
+   batch size: one backward per step keeps DDP's gradient sync plain). For the first
    `warmup_epochs` only its translator trains. After the warm-up, a replayed sample whose
    translated latent is more cosine-similar than `cosine_threshold` to a new-task image's takes
    that image as its target: the earlier task's band moves to the new data (1: never, for class
@@ -284,7 +286,7 @@ class MultibandVAE(Generator):
         bits = torch.bernoulli(self.ones_frequency[task]) * 2 - 1
         return z, bits, task, self.previous_decoder.images(z, bits, task)
 
-    def consolidation_steps(self, x: Tensor, epoch: int) -> Tensor:
+    def consolidation_step(self, x: Tensor, epoch: int) -> Tensor:
         z_new, bits_new = self.local_latents(x)
         n = round(len(x) * min(self.task_index, 3) * self.replay_fraction)
         z_old, bits_old, task_old, target_old = self.replayed(n)
@@ -301,16 +303,11 @@ class MultibandVAE(Generator):
         task_new = torch.full((len(x),), self.task_index, device=x.device)
         z, bits = torch.cat([z_old, z_new]), torch.cat([bits_old, bits_new])
         task, target = torch.cat([task_old, task_new]), torch.cat([target_old, x])
-        order = torch.randperm(len(z), device=z.device)
-        total = torch.zeros((), device=z.device)
-        for chunk in order.split(len(x)):  # minibatches of the task's batch size
-            loss = self.reconstruction_error(
-                self.global_decoder(z[chunk], bits[chunk], task[chunk]), target[chunk])
-            self._optimizer.zero_grad()
-            self.manual_backward(loss)
-            self._optimizer.step()
-            total = total + loss.detach()
-        return total
+        loss = self.reconstruction_error(self.global_decoder(z, bits, task), target)
+        self._optimizer.zero_grad()
+        self.manual_backward(loss)
+        self._optimizer.step()
+        return loss.detach()
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         phase, epoch = self.phase(self.current_epoch)
@@ -321,7 +318,7 @@ class MultibandVAE(Generator):
             torch.nn.utils.clip_grad_value_(self.local_parameters(), 4.0)
             self._optimizer.step()
         else:
-            loss = self.consolidation_steps(batch.x, epoch)
+            loss = self.consolidation_step(batch.x, epoch)
         self.log(f"{phase}_loss", loss.detach(), prog_bar=True, on_step=False, on_epoch=True)
         return loss
 
