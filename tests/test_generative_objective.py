@@ -30,7 +30,7 @@ LEARNER = ("objective=generative", "generator=vae", "generator.hidden_sizes=[64]
            "generator.z_dim=8", "metrics.prd.runs=1")
 
 
-def generator_loop(plugins, epochs=3, n_tasks=3):
+def generator_loop(plugins, epochs=3, n_tasks=5):
     torch.manual_seed(0)
     scenario = split_digits(n_tasks=n_tasks)
     generator = VAE(scenario.input_shape, scenario.n_natural, hidden_sizes=(32,), z_dim=4,
@@ -132,7 +132,7 @@ class _Snapshot(StrategyPlugin):
 
 def test_generative_replay_replays_the_generator_it_was_after_the_previous_task():
     plugin = GeneratorSelfReplay()
-    loop = generator_loop([plugin], epochs=1, n_tasks=3)
+    loop = generator_loop([plugin], epochs=1, n_tasks=5)
     seen = []
     original_fit = loop.fit
 
@@ -153,7 +153,7 @@ def test_generative_replay_replays_the_generator_it_was_after_the_previous_task(
         for name, p in previous.named_parameters():
             assert torch.equal(p, current[name])  # the weights at the task's start
         assert len(conditions) == 2 * (t - 1)  # the natural classes of the earlier tasks
-    assert loop.stages_done == 3 and loop.matrix == []
+    assert loop.stages_done == 5 and loop.matrix == []
 
 
 class OneClass:
@@ -182,9 +182,10 @@ def test_a_forgotten_task_is_scored_on_what_the_generator_makes_instead():
     assert (read == natural.min()).float().mean() > 0.9
 
 
-@pytest.mark.parametrize("row", ["naive", "ewc", "si", "gr", "mb"])
-@pytest.mark.parametrize("scenario", ["split_fmnist", "dirichlet_fmnist"])
-def test_multiband_experiment_wiring_on_fake_fashion_mnist(tmp_path, row, scenario):
+@pytest.mark.parametrize("scenario,row", [
+    *(("split_fmnist", row) for row in ("naive", "ewc", "si", "gr", "mb")),
+    ("dirichlet_fmnist", "gr"), ("dirichlet_fmnist", "mb")])
+def test_multiband_experiment_wiring_on_fake_fashion_mnist(tmp_path, scenario, row):
     write_mnist_like(tmp_path / "FashionMNIST" / "raw", gz=False, n_train=400, n_test=200)
     small = (["generator.width=4", "generator.local_epochs=1", "generator.global_epochs=1",
               "generator.warmup_epochs=0"] if row == "mb" else ["generator.hidden_sizes=[16]"])
