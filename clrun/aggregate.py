@@ -154,7 +154,7 @@ def sweep_rows(records: list[JobRecord], metric: str = "acc"
     rows = []
     for values, cell in group(records, keys, metric).items():
         failures = "; ".join(f"{r.path.name}: {r.summary}" for r in cell.failed)
-        scores = [group(cell.done, [], m)[()].describe() for m in extra]
+        scores = [group(cell.done, [], m).get((), Cell()).describe() for m in extra]
         rows.append([*values, cell.describe(), *scores, str(len(cell.values)), failures])
     return [*keys, metric, *extra, "runs", "failed"], rows
 

@@ -170,3 +170,16 @@ def test_shipped_targets_state_why_the_interval_row_and_the_binplay_column_diffe
     assert not interval[("ewc", "task")].note
     binplay = load_targets("binplay_fmnist")
     assert all("not a reproduction" in target.note for target in binplay.values())
+
+
+def test_a_generative_sweep_with_an_unfinished_cell_still_tabulates(tmp_path):
+    for num, (row, fid) in enumerate([("naive", 400.0), ("gr", 250.0)]):
+        job = tmp_path / str(num)
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"row={row}"]))
+        (job / "metrics.json").write_text(json.dumps(
+            {"fid": fid, "precision": 0.5, "recall": 0.25, "config": {}}))
+    write_job(tmp_path, 2, ["row=si"])  # still running: no metrics.json yet
+    table = report(tmp_path, None, "markdown", None)
+    assert table.splitlines()[0] == "| row | fid | precision | recall | runs | failed |"
+    assert "| gr | 250.00 | 0.50 | 0.25 | 1 |" in table and "| si | — | — | — | 0 |" in table
