@@ -48,6 +48,8 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*`training_step` returned.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    # the Multiband VAE builds a fresh optimizer per phase itself
+    warnings.filterwarnings("ignore", message=".*configure_optimizers. returned .None.*")
     # architectural methods keep earlier columns and frozen batch norm in eval mode on purpose
     warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode at the start.*")
 
