@@ -183,25 +183,28 @@ def test_a_forgotten_task_is_scored_on_what_the_generator_makes_instead():
 
 
 @pytest.mark.parametrize("scenario,row", [
-    *(("split_fmnist", row) for row in ("naive", "ewc", "si", "gr", "mb")),
+    *(("split_fmnist", row) for row in ("naive", "ewc", "si", "gr", "mb", "mb_conv")),
     ("dirichlet_fmnist", "gr"), ("dirichlet_fmnist", "mb")])
 def test_multiband_experiment_wiring_on_fake_fashion_mnist(tmp_path, scenario, row):
     write_mnist_like(tmp_path / "FashionMNIST" / "raw", gz=False, n_train=400, n_test=200)
     small = (["generator.width=4", "generator.local_epochs=1", "generator.global_epochs=1",
-              "generator.warmup_epochs=0"] if row == "mb" else ["generator.hidden_sizes=[16]"])
+              "generator.warmup_epochs=0"] if row.startswith("mb")
+             else ["generator.hidden_sizes=[16]"])
     cfg = compose_cfg("experiment=multiband_fmnist", f"row=multiband_{row}",
                       f"scenario={scenario}", f"data_dir={tmp_path}", "trainer.max_epochs=-1",
                       "trainer.max_steps=2", "logger=none", *small, "metrics.prd.runs=1",
                       "metrics.feature_net.steps=5", "metrics.sample_grids=false")
     assert cfg.objective == "generative" and cfg.train.batch_size == 64
-    if row == "mb":
+    if row.startswith("mb"):
         assert cfg.generator.cosine_threshold == (1.0 if scenario == "split_fmnist" else 0.98)
+        assert cfg.generator.architecture == ("conv" if row == "mb_conv" else "fc")
     assert cfg.optimizer.weight_decay == 1e-5 and cfg.generator.optimizer.weight_decay == 1e-5
     result = run(cfg, tmp_path / "run")
     n_tasks = 5 if scenario == "split_fmnist" else 10
     assert len(result.generative["fid"]) == n_tasks and result.metrics is None
     assert result.config["strategy"] == {"naive": "naive", "ewc": "ewc", "si": "si",
-                                         "gr": "generative_replay", "mb": "multiband"}[row]
+                                         "gr": "generative_replay", "mb": "multiband",
+                                         "mb_conv": "multiband"}[row]
 
 
 def test_report_of_a_generative_sweep_tabulates_fid(tmp_path):
@@ -279,6 +282,8 @@ def test_the_consolidated_decoder_still_generates_the_earlier_tasks_classes():
     (["strategy=naive", "generator=multiband_vae"], "is trained by strategy=multiband"),
     (["strategy=multiband", "generator=multiband_vae", "generator.reconstruction=l1"],
      "generator.reconstruction='l1' is invalid"),
+    (["strategy=multiband", "generator=multiband_vae", "generator.architecture=conv"],
+     "needs 28×28 one-channel images; this scenario's are (1, 8, 8)"),
 ])
 def test_multiband_mistakes_fail_before_training(tmp_path, args, needle):
     with pytest.raises(ClrunError, match=re.escape(needle)):

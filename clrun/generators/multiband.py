@@ -1,4 +1,5 @@
-"""Multiband VAE (Deja et al. 2022), fully connected, in the authors' protocol (protocol sheet).
+"""Multiband VAE (Deja et al. 2022), fully connected or convolutional, in the authors' protocol
+(protocol sheet).
 
 Per task a *local* VAE learns the task: an encoder to a continuous latent z (Gaussian) and a
 binary latent b (Gumbel-softmax relaxation of ±1 bits, temperature max(1 − 5·epoch/E, 0.01), hard
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -41,6 +43,7 @@ from clrun.errors import ClrunError, ConfigError
 from clrun.generators.base import Generator
 from clrun.generators.vae import RECONSTRUCTIONS, reconstruction_loss
 from clrun.scenarios.batches import Batch
+from clrun.strategies.importance import check_choice
 
 LOCAL, CONSOLIDATE = "local", "consolidate"
 
@@ -79,15 +82,14 @@ class Translator(nn.Module):
 
 
 class BandDecoder(nn.Module):
-    """Translator, then an MLP to the image's pixels (Bernoulli logits; `images` for means)."""
+    """Translator, then `body` to the image's pixels (Bernoulli logits; `images` for means)."""
 
-    def __init__(self, translator: Translator, latent_size: int, hidden: list[int],
+    def __init__(self, translator: Translator, body: nn.Module,
                  input_shape: tuple[int, ...]) -> None:
         super().__init__()
         self.translator = translator
         self.input_shape = input_shape
-        self.body = leaky_mlp([latent_size, *hidden, math.prod(input_shape)],
-                              last_activation=False)
+        self.body = body
 
     def forward(self, z: Tensor, binary: Tensor, task: Tensor) -> Tensor:
         return self.body(self.translator(z, binary, task)).view(-1, *self.input_shape)
@@ -96,23 +98,63 @@ class BandDecoder(nn.Module):
         return torch.sigmoid(self(z, binary, task).float())
 
 
+ARCHITECTURES = ("fc", "conv")
+CONV_INPUT = (1, 28, 28)
+
+
+Networks = tuple[nn.Module, int, Callable[[], nn.Module]]
+
+
+def fc_networks(d: int, input_shape: tuple[int, ...], latent: int) -> Networks:
+    """Encoder (input → 16d → 4d → 2d), its feature size, and the maker of the decoder body
+    (latent → 16d → 32d → pixels; made after the translator, as the authors' code does)."""
+    n_pixels = math.prod(input_shape)
+    return (leaky_mlp([n_pixels, 16 * d, 4 * d, 2 * d]), 2 * d,
+            lambda: leaky_mlp([latent, 16 * d, 32 * d, n_pixels], last_activation=False))
+
+
+def conv_networks(d: int, input_shape: tuple[int, ...], latent: int) -> Networks:
+    """The authors' 28×28 variant: three 4×4 stride-2 convolutions (d channels, batch norm)
+    and a 4d layer; decoder latent → 4d×4×4 and four transposed convolutions to 28×28."""
+    def down(c_in: int) -> list[nn.Module]:
+        return [nn.Conv2d(c_in, d, 4, 2, 1, bias=False), nn.BatchNorm2d(d), nn.LeakyReLU()]
+
+    def up(c_in: int, c_out: int, stride: int) -> list[nn.Module]:
+        return [nn.ConvTranspose2d(c_in, c_out, 4, stride, 0, bias=False),
+                nn.BatchNorm2d(c_out), nn.LeakyReLU()]
+
+    encoder = nn.Sequential(*down(1), *down(d), *down(d), nn.Flatten(),
+                            nn.Linear(9 * d, 4 * d), nn.LeakyReLU())
+    return encoder, 4 * d, lambda: nn.Sequential(
+        nn.Linear(latent, 64 * d), nn.Unflatten(1, (4 * d, 4, 4)), *up(4 * d, 4 * d, 2),
+        *up(4 * d, 2 * d, 2), *up(2 * d, d, 1), nn.ConvTranspose2d(d, 1, 4, 1, 0, bias=False))
+
+
 class MultibandVAE(Generator):
     """The local VAE, the global decoder and the binary-code frequencies of every learned task.
 
-    `width` is the authors' d: encoder input → 16d → 4d → 2d, global latent z_dim·d, decoder
-    16d → 32d → output (d = 32: 784-512-128-64 and 512-1024-784). Trained by
-    `strategy=multiband`, which tells it each task's index and images.
+    `width` is the authors' d, the global latent has z_dim·d units; `architecture=fc`:
+    encoder input → 16d → 4d → 2d, decoder 16d → 32d → output (d = 32: 784-512-128-64 and
+    512-1024-784), any input shape; `conv`: the authors' convolutional networks for 28×28
+    one-channel images. Trained by `strategy=multiband`, which tells it each task's index and
+    images.
     """
 
     trained_by_strategy = "multiband"
 
-    def __init__(self, input_shape: tuple[int, ...], n_classes: int, width: int = 32,
+    def __init__(self, input_shape: tuple[int, ...], n_classes: int,
+                 architecture: str = "fc", width: int = 32,
                  z_dim: int = 8, binary_dim: int = 4, code_bits: int = 4, code_prime: int = 9,
                  local_epochs: int = 70, global_epochs: int = 140, warmup_epochs: int = 5,
                  local_lr: float = 0.001, global_lr: float = 0.001, lr_decay: float = 0.98,
                  reconstruction: str = "bce", reconstruction_scale: float = 1.0,
                  replay_fraction: float = 0.5, cosine_threshold: float = 1.0,
                  compared_images: int = 1000, max_tasks: int = 64, **kwargs: Any) -> None:
+        check_choice("generator.architecture", architecture, ARCHITECTURES)
+        if architecture == "conv" and tuple(input_shape) != CONV_INPUT:
+            raise ConfigError("generator.architecture", architecture,
+                              "needs 28×28 one-channel images; this scenario's are "
+                              f"{tuple(input_shape)} (use generator.architecture=fc)")
         if reconstruction not in RECONSTRUCTIONS:
             raise ConfigError("generator.reconstruction", reconstruction,
                               "use one of: " + ", ".join(RECONSTRUCTIONS))
@@ -121,6 +163,7 @@ class MultibandVAE(Generator):
                 raise ConfigError(f"generator.{key}", value, "must be a positive integer")
         super().__init__(input_shape=input_shape, n_classes=n_classes, **kwargs)
         self.automatic_optimization = False
+        self.architecture = architecture
         self.z_dim, self.binary_dim = z_dim, binary_dim
         self.local_epochs, self.global_epochs = local_epochs, global_epochs
         self.warmup_epochs = warmup_epochs
@@ -128,15 +171,14 @@ class MultibandVAE(Generator):
         self.reconstruction, self.reconstruction_scale = reconstruction, reconstruction_scale
         self.replay_fraction, self.cosine_threshold = replay_fraction, cosine_threshold
         self.compared_images = compared_images
-        n_pixels = math.prod(self.input_shape)
         latent = z_dim * width
-        self.encoder = leaky_mlp([n_pixels, 16 * width, 4 * width, 2 * width])
-        self.mu = nn.Linear(2 * width, z_dim)
-        self.logvar = nn.Linear(2 * width, z_dim)
-        self.binary_logits = nn.Linear(2 * width, binary_dim)
-        self.local_decoder = BandDecoder(
-            Translator(z_dim, binary_dim, code_bits, code_prime, latent), latent,
-            [16 * width, 32 * width], self.input_shape)
+        networks = fc_networks if architecture == "fc" else conv_networks
+        self.encoder, features, make_body = networks(width, self.input_shape, latent)
+        self.mu = nn.Linear(features, z_dim)
+        self.logvar = nn.Linear(features, z_dim)
+        self.binary_logits = nn.Linear(features, binary_dim)
+        translator = Translator(z_dim, binary_dim, code_bits, code_prime, latent)
+        self.local_decoder = BandDecoder(translator, make_body(), self.input_shape)
         self.global_decoder = copy.deepcopy(self.local_decoder)
         # per learned task, how often each binary latent is 1 (sampling draws bits from it)
         self.register_buffer("ones_frequency", torch.full((max_tasks, binary_dim), 0.5))
@@ -234,7 +276,7 @@ class MultibandVAE(Generator):
 
     # -- the two losses -----------------------------------------------------------------------
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        h = self.encoder(x.flatten(1))
+        h = self.encoder(x if self.architecture == "conv" else x.flatten(1))
         return self.mu(h), self.logvar(h), self.binary_logits(h)
 
     def relaxed_bits(self, logits: Tensor, temperature: float | None) -> Tensor:
