@@ -37,7 +37,8 @@ def check_objective(objective: object, plugins: list[StrategyPlugin], strategy: 
     if wrong and objective == "generative":
         raise ConfigError("strategy", strategy, "trains a classifier, but objective=generative "
                           "trains only the generator; use naive, joint, l2, ewc, oewc, si, "
-                          "generative_replay or multiband there (or drop objective=generative)")
+                          "generative_replay, multiband or logcl there (or drop "
+                          "objective=generative)")
     if wrong:
         raise ConfigError("strategy", strategy, "trains only a generator; add "
                           "objective=generative (or replay into a classifier with strategy=dgr)")

@@ -22,10 +22,12 @@ cost nothing per step.
 | receive `generator=...`      | `uses_generator = True`, `attach_generator(generator)` |
 | be scored as a generator     | `sampler() -> Sampler | None` (after every task)       |
 | train generators too         | `objectives = ("classification", "generative")`        |
+| build the generative learner | `wrap_learner(generator, make) -> Generator`           |
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pytorch_lightning as pl
@@ -65,6 +67,11 @@ class StrategyPlugin(pl.Callback):
 
     def attach_generator(self, generator: Generator) -> None:
         """Receive the generator built from `generator=...` (when `uses_generator`)."""
+
+    def wrap_learner(self, generator: Generator, make: Callable[..., Generator]) -> Generator:
+        """Under `objective=generative`: the learner built around `generator=...` (LogCL's
+        population); `make(**overrides)` builds more of that generator."""
+        return generator
 
     def extend_model(self, module: ContinualModule, scenario: Scenario) -> None:
         """Once, after the network is built and before a checkpoint is restored into it: add

@@ -68,10 +68,10 @@ def build_plugins(strategy: DictConfig) -> list[StrategyPlugin]:
     return plugins
 
 
-def build_generator(cfg: DictConfig, scenario: Any) -> Generator:
+def build_generator(cfg: DictConfig, scenario: Any, **overrides: Any) -> Generator:
     """`generator=...` for the input shape and natural classes of the scenario."""
     return build(cfg.generator, "generator", input_shape=scenario.input_shape,
-                 n_classes=scenario.n_natural)
+                 n_classes=scenario.n_natural, **overrides)
 
 
 def attach_generator(cfg: DictConfig, choices: dict[str, str] | None, scenario: Any,
@@ -219,6 +219,9 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None,
                                 cfg.get("generator") is not None)
     if objective == "generative":
         module = build_generator(cfg, scenario)
+        for plugin in plugins:
+            module = plugin.wrap_learner(
+                module, lambda **overrides: build_generator(cfg, scenario, **overrides))
         check_learner(module, plugins, strategy)
         for plugin in plugins:
             plugin.check(scenario)

@@ -66,3 +66,26 @@ def read_metrics(run_dir: Path) -> dict:
 def fmnist_available() -> None:
     if not (FMNIST_DIR / "train-images-idx3-ubyte.gz").is_file():
         pytest.skip("Debian's dataset-fashion-mnist is not installed (.ci/run installs it)")
+
+
+def interrupt_then_resume(args: tuple[str, ...], run_dir: Path, task: int = 3):
+    """Run in-process with a Ctrl-C as task `task` starts, then again with resume=true in
+    the same directory; returns the resumed run's result."""
+    from clrun.errors import Interrupted
+    from clrun.loop import TaskLoop
+    from clrun.run import run
+
+    original = TaskLoop.fit
+
+    def stop_at_task(loop, split, number):  # noqa: ANN001
+        if number == task:
+            raise KeyboardInterrupt
+        return original(loop, split, number)
+
+    TaskLoop.fit = stop_at_task
+    try:
+        with pytest.raises(Interrupted):
+            run(compose_cfg(*args), run_dir)
+    finally:
+        TaskLoop.fit = original
+    return run(compose_cfg(*args, "resume=true"), run_dir)

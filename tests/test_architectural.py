@@ -13,13 +13,12 @@ from clrun.architectural.masks import masked_layers, use_superposition, use_task
 from clrun.architectural.piggyback import THRESHOLD, PiggybackLayer, PiggybackNet
 from clrun.architectural.pnn import ProgressiveNet
 from clrun.architectural.supsup import SupermaskLayer, SupSupNet
-from clrun.errors import ClrunError, Interrupted
-from clrun.loop import TaskLoop
+from clrun.errors import ClrunError
 from clrun.models.net import convnet, mlp
 from clrun.paths import config_dir
 from clrun.run import run
 from clrun.scenarios.digits import split_digits
-from tests.conftest import compose_cfg
+from tests.conftest import compose_cfg, interrupt_then_resume
 
 DIGITS = split_digits(setting="task")
 
@@ -211,20 +210,7 @@ def test_interrupted_and_resumed_runs_end_with_the_same_metrics(tmp_path, strate
     if strategy == "hnet":
         args = (*args, "strategy.plugins.hnet.chunk_size=500")
     full = run(compose_cfg(*args), tmp_path / "full")
-    original = TaskLoop.fit
-
-    def stop_at_task_3(loop, split, number):
-        if number == 3:
-            raise KeyboardInterrupt
-        return original(loop, split, number)
-
-    TaskLoop.fit = stop_at_task_3
-    try:
-        with pytest.raises(Interrupted):
-            run(compose_cfg(*args), tmp_path / "cut")
-    finally:
-        TaskLoop.fit = original
-    resumed = run(compose_cfg(*args, "resume=true"), tmp_path / "cut")
+    resumed = interrupt_then_resume(args, tmp_path / "cut")
     assert resumed.to_dict() | {"config": None} == full.to_dict() | {"config": None}
     assert (tmp_path / "cut" / "metrics.json").read_text() == \
         (tmp_path / "full" / "metrics.json").read_text()

@@ -12,6 +12,7 @@ from clrun.errors import ClrunError
 from clrun.generative_metrics.feature_net import FeatureNetSettings, feature_net
 from clrun.generative_metrics.scores import predicted_classes, samples_for_tasks
 from clrun.generators.multiband import MultibandVAE, binary_code
+from clrun.generators.population import GeneratorPopulation, holding_levels, trailing_ones
 from clrun.generators.vae import VAE
 from clrun.loop import LoopSettings, TaskLoop
 from clrun.paths import default_data_dir
@@ -19,10 +20,10 @@ from clrun.plugin import StrategyPlugin
 from clrun.report_cli import report
 from clrun.run import run
 from clrun.scenarios.digits import split_digits
-from clrun.strategies.generative import GeneratorSelfReplay, MultibandTraining
+from clrun.strategies.generative import GeneratorSelfReplay, LogCL, MultibandTraining
 from clrun.strategies.importance import loss_fisher
 from clrun.strategies.regularization import EWC
-from tests.conftest import FAST, compose_cfg, read_metrics, run_cli
+from tests.conftest import FAST, compose_cfg, interrupt_then_resume, read_metrics, run_cli
 from tests.test_scenarios import write_mnist_like
 
 ADAM = partial(torch.optim.Adam, lr=1e-3)
@@ -87,7 +88,7 @@ def test_a_classifier_strategy_under_the_generative_objective_is_one_line(tmp_pa
                   "hydra.run.dir=run", cwd=tmp_path)
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 2 and len(lines) == 1, out.stderr[-2000:]
-    assert "use naive, joint, l2, ewc, oewc, si, generative_replay or multiband" in lines[0]
+    assert "use naive, joint, l2, ewc, oewc, si, generative_replay, multiband or logcl" in lines[0]
 
 
 def test_ewc_fisher_of_a_generator_is_the_squared_gradient_of_its_own_loss():
@@ -183,7 +184,7 @@ def test_a_forgotten_task_is_scored_on_what_the_generator_makes_instead():
 
 
 @pytest.mark.parametrize("scenario,row", [
-    *(("split_fmnist", row) for row in ("naive", "ewc", "si", "gr", "mb", "mb_conv")),
+    *(("split_fmnist", row) for row in ("naive", "ewc", "si", "gr", "mb", "mb_conv", "logcl")),
     ("dirichlet_fmnist", "gr"), ("dirichlet_fmnist", "mb")])
 def test_multiband_experiment_wiring_on_fake_fashion_mnist(tmp_path, scenario, row):
     write_mnist_like(tmp_path / "FashionMNIST" / "raw", gz=False, n_train=400, n_test=200)
@@ -204,7 +205,7 @@ def test_multiband_experiment_wiring_on_fake_fashion_mnist(tmp_path, scenario, r
     assert len(result.generative["fid"]) == n_tasks and result.metrics is None
     assert result.config["strategy"] == {"naive": "naive", "ewc": "ewc", "si": "si",
                                          "gr": "generative_replay", "mb": "multiband",
-                                         "mb_conv": "multiband"}[row]
+                                         "mb_conv": "multiband", "logcl": "logcl"}[row]
 
 
 def test_report_of_a_generative_sweep_tabulates_fid(tmp_path):
@@ -288,3 +289,69 @@ def test_the_consolidated_decoder_still_generates_the_earlier_tasks_classes():
 def test_multiband_mistakes_fail_before_training(tmp_path, args, needle):
     with pytest.raises(ClrunError, match=re.escape(needle)):
         run(compose_cfg("objective=generative", *args, *FAST), tmp_path)
+
+
+def test_logcl_levels_follow_the_binary_counter():
+    assert [trailing_ones(n) for n in range(8)] == [0, 1, 0, 2, 0, 1, 0, 3]
+    assert holding_levels(5) == [0, 2] and holding_levels(0) == []
+    levels = [VAE((1, 8, 8), 10, hidden_sizes=(8,), z_dim=2, optimizer=ADAM) for _ in range(3)]
+    population = GeneratorPopulation(levels)
+    retrained, held = [], []
+    for _ in range(7):
+        retrained.append(population.begin_task())
+        population.end_task()
+        held.append(holding_levels(int(population.tasks_learned)))
+    assert retrained == [0, 1, 0, 2, 0, 1, 0]
+    assert held[-1] == [0, 1, 2] and population.capacity == 7
+
+
+def test_logcl_retrains_only_the_carry_level_and_replays_what_it_absorbs():
+    plugin = LogCL(levels=3, width_growth=2.0)
+    generator = VAE((1, 8, 8), 10, hidden_sizes=(16,), z_dim=4, optimizer=ADAM,
+                    max_epochs=1, batch_size=32)
+    population = plugin.wrap_learner(
+        generator, lambda **kw: VAE((1, 8, 8), 10, z_dim=4, optimizer=ADAM, max_epochs=1,
+                                    batch_size=32, **kw))
+    assert [lv.hidden_sizes for lv in population.levels] == [[16], [32], [64]]
+    loop = TaskLoop(split_digits(), population, [plugin], LoopSettings(
+        batch_size=32, trainer_kwargs=dict(accelerator="cpu", devices=1, max_epochs=1,
+                                           enable_progress_bar=False)))
+    changed = []
+    original_fit = loop.fit
+
+    def record(split, number):
+        before = [{n: p.clone() for n, p in lv.named_parameters()} for lv in population.levels]
+        replayed = list(population.merged)
+        original_fit(split, number)
+        moved = [k for k, lv in enumerate(population.levels)
+                 if any(not torch.equal(p, before[k][n]) for n, p in lv.named_parameters())]
+        changed.append((moved, replayed))
+
+    loop.fit = record
+    loop.run()
+    assert changed == [([0], []), ([1], [0]), ([0], []), ([2], [0, 1]), ([0], [])]
+    assert plugin.results() == {"logcl_retrained_level": [0, 1, 0, 2, 0]}
+    counts = torch.bincount(torch.multinomial(torch.tensor([1.0, 4.0]), 5000, True))
+    assert 3.5 < counts[1] / counts[0] < 4.5  # draw(): shares in proportion to 2^k tasks
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["strategy=logcl", "generator=vae", "generator.conditional=true"],
+     "strategy=logcl grows generator=vae (unconditional)"),
+    (["strategy=logcl", "generator=gan"], "strategy=logcl grows generator=vae"),
+    (["strategy=logcl", "generator=vae", "strategy.plugins.logcl.levels=2"],
+     "holds 3 tasks and the scenario has 5; use 3"),
+])
+def test_logcl_mistakes_fail_before_training(tmp_path, args, needle):
+    with pytest.raises(ClrunError, match=re.escape(needle)):
+        run(compose_cfg("objective=generative", *args, *FAST), tmp_path)
+
+
+def test_logcl_interrupted_and_resumed_ends_with_the_same_metrics(tmp_path):
+    args = ("objective=generative", "generator=vae", "strategy=logcl",
+            "generator.hidden_sizes=[32]", "trainer.max_epochs=2", "metrics.prd.runs=1",
+            "metrics.sample_grids=false", "logger=none", "seed=4")
+    run(compose_cfg(*args), tmp_path / "full")
+    interrupt_then_resume(args, tmp_path / "cut")
+    assert (tmp_path / "cut" / "metrics.json").read_text() == \
+        (tmp_path / "full" / "metrics.json").read_text()

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from clrun.errors import ConfigError
 from clrun.generators.base import Generator
 from clrun.generators.multiband import MultibandVAE
+from clrun.generators.population import GeneratorPopulation
 from clrun.generators.vae import VAE, gaussian_elbo_loss, mlp_layers
 from clrun.plugin import StrategyPlugin
 from clrun.scenarios.base import InputPipeline
@@ -330,3 +331,54 @@ class MultibandTraining(StrategyPlugin):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.band_moves = list(state_dict["band_moves"])
+
+
+class LogCL(StrategyPlugin):
+    """`strategy=logcl` (with `generator=vae`, `objective=generative`): logarithmic continual
+    learning's population of generators on a binary counter (clrun/generators/population.py);
+    `levels` levels hold up to 2^levels − 1 tasks. metrics.json gets the level retrained at
+    each task (`logcl_retrained_level`)."""
+
+    objectives = ("generative",)
+
+    def __init__(self, levels: int = 4, width_growth: float = 2 ** 0.5,
+                 fresh_init: bool = True) -> None:
+        super().__init__()
+        if levels < 1:
+            raise ConfigError("strategy.plugins.logcl.levels", levels, "must be >= 1")
+        if width_growth <= 0:
+            raise ConfigError("strategy.plugins.logcl.width_growth", width_growth, "must be > 0")
+        self.levels, self.width_growth, self.fresh_init = levels, width_growth, fresh_init
+        self.retrained: list[int] = []
+
+    def check(self, scenario: Scenario) -> None:
+        super().check(scenario)
+        if scenario.n_tasks > 2 ** self.levels - 1:
+            needed = scenario.n_tasks.bit_length()
+            raise ConfigError("strategy.plugins.logcl.levels", self.levels,
+                              f"holds {2 ** self.levels - 1} tasks and the scenario has "
+                              f"{scenario.n_tasks}; use {needed}")
+
+    def wrap_learner(self, generator: Generator, make: Any) -> Generator:
+        if not isinstance(generator, VAE) or generator.conditional:
+            raise ConfigError("generator", type(generator).__name__,
+                              "strategy=logcl grows generator=vae (unconditional) level by level")
+        levels = [generator, *(make(hidden_sizes=[round(h * self.width_growth ** k)
+                                                  for h in generator.hidden_sizes])
+                               for k in range(1, self.levels))]
+        return GeneratorPopulation(levels, self.fresh_init)
+
+    def on_task_start(self, loop: TaskLoop, task: Task) -> None:
+        self.retrained.append(loop.module.begin_task())
+
+    def on_task_end(self, loop: TaskLoop, task: Task) -> None:
+        loop.module.end_task()
+
+    def results(self) -> dict[str, Any]:
+        return {"logcl_retrained_level": self.retrained}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"retrained": self.retrained}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.retrained = list(state_dict["retrained"])
