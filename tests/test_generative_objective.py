@@ -252,6 +252,8 @@ def test_multiband_phases_follow_the_protocol():
     start, params, lr = generator.schedule("local", 6)  # encoder only for min(20, 70 // 10)
     assert (start, lr) == (0, 0.0001) and len(params) == len(generator.encoder_parameters())
     assert generator.schedule("local", 7)[0] == 7
+    generator.encoder_epochs = 1  # a short budget keeps local epochs for the decoder
+    assert generator.schedule("local", 1)[0] == 1
     start, params, _ = generator.schedule("consolidate", 4)  # the warm-up: translator only
     assert len(params) == len(list(generator.global_decoder.translator.parameters()))
     assert generator.schedule("consolidate", 5)[0] == 5

@@ -7,8 +7,9 @@ below 0.1), and a decoder = *translator* (z, b, task code → the global latent 
 image. After the first task the *global* decoder is a copy of the local one. From task 2 on the
 task trains in two phases within one fit:
 
-1. local: the local VAE learns the task (only its encoder for the first
-   min(20, max(E/10, 5)) epochs, at a tenth of the learning rate; then all of it);
+1. local: the local VAE learns the task (only its encoder for the first `encoder_epochs`,
+   by default the authors' min(20, max(E/10, 5)), at a tenth of the learning rate; then all of
+   it);
 2. consolidation: the global decoder learns the new task's images from their local latents
    (with the new task's code) plus replay of the frozen previous global decoder's samples of
    every earlier task (its own latents and task codes, as many per step as
@@ -149,7 +150,8 @@ class MultibandVAE(Generator):
                  local_lr: float = 0.001, global_lr: float = 0.001, lr_decay: float = 0.98,
                  reconstruction: str = "bce", reconstruction_scale: float = 1.0,
                  replay_fraction: float = 0.5, cosine_threshold: float = 1.0,
-                 compared_images: int = 1000, max_tasks: int = 64, **kwargs: Any) -> None:
+                 compared_images: int = 1000, max_tasks: int = 64,
+                 encoder_epochs: int | None = None, **kwargs: Any) -> None:
         check_choice("generator.architecture", architecture, ARCHITECTURES)
         if architecture == "conv" and tuple(input_shape) != CONV_INPUT:
             raise ConfigError("generator.architecture", architecture,
@@ -171,6 +173,11 @@ class MultibandVAE(Generator):
         self.reconstruction, self.reconstruction_scale = reconstruction, reconstruction_scale
         self.replay_fraction, self.cosine_threshold = replay_fraction, cosine_threshold
         self.compared_images = compared_images
+        if encoder_epochs is not None and not 0 <= encoder_epochs < local_epochs:
+            raise ConfigError("generator.encoder_epochs", encoder_epochs,
+                              "must be in [0, generator.local_epochs), or null for the "
+                              "authors' min(20, max(local_epochs / 10, 5))")
+        self.encoder_epochs = encoder_epochs
         latent = z_dim * width
         networks = fc_networks if architecture == "fc" else conv_networks
         self.encoder, features, make_body = networks(width, self.input_shape, latent)
@@ -205,6 +212,14 @@ class MultibandVAE(Generator):
         """Epochs of local training: the first task also gets the consolidation's."""
         return self.local_epochs + (self.global_epochs if self.task_index == 0 else 0)
 
+    @property
+    def encoder_budget(self) -> int:
+        """Local epochs (from task 2 on) that train only the encoder: `encoder_epochs`, or the
+        authors' min(20, max(E/10, 5)), which leaves no epoch for the decoder when E <= 5."""
+        if self.encoder_epochs is not None:
+            return self.encoder_epochs
+        return min(20, max(self.local_budget // 10, 5))
+
     def phase(self, epoch: int) -> tuple[str, int]:
         """The phase of `epoch` of this task's fit and the epoch within it."""
         if epoch < self.local_budget:
@@ -225,7 +240,7 @@ class MultibandVAE(Generator):
         rate: local (encoder only at a tenth of the rate at first, from task 2 on; then all),
         consolidation (the translator during the warm-up; then the whole global decoder)."""
         if phase == LOCAL:
-            pretrain = min(20, max(self.local_budget // 10, 5)) if self.task_index else 0
+            pretrain = self.encoder_budget if self.task_index else 0
             if epoch < pretrain:
                 return 0, self.encoder_parameters(), self.local_lr / 10
             return pretrain, self.local_parameters(), self.local_lr
