@@ -36,14 +36,17 @@ def save_matrix_heatmap(matrix: list[list[float]], path: Path, title: str = "") 
     return save_figure(heatmap_figure(matrix, title), path)
 
 
-def draw_matrix(ax: Any, matrix: list[list[float]]) -> None:
-    """The accuracy matrix as a heatmap with its values, on `ax`."""
+def draw_matrix(ax: Any, matrix: list[list[float | None]], top: float = 100.0) -> None:
+    """A task matrix (accuracy in %, or FID up to `top`) as a heatmap with its values, on
+    `ax`; entries of tasks not scored (None) stay blank."""
     rows, cols = len(matrix), len(matrix[0])
-    ax.imshow(matrix, vmin=0, vmax=100, cmap="viridis", aspect="auto")
+    values = [[float("nan") if v is None else v for v in row] for row in matrix]
+    ax.imshow(values, vmin=0, vmax=top, cmap="viridis", aspect="auto")
     for i in range(rows):
         for j in range(cols):
-            ax.text(j, i, f"{matrix[i][j]:.1f}", ha="center", va="center",
-                    color="white" if matrix[i][j] < 60 else "black", fontsize=8)
+            if matrix[i][j] is not None:
+                ax.text(j, i, f"{matrix[i][j]:.1f}", ha="center", va="center",
+                        color="white" if matrix[i][j] < 0.6 * top else "black", fontsize=8)
     ax.set_xticks(range(cols), [f"task {j}" for j in range(cols)])
     ax.set_yticks(range(rows), [f"after {i}" for i in range(rows)])
     ax.set_xlabel("evaluated on")

@@ -63,7 +63,7 @@ def report(directory: Path, paper: str | None, fmt: str, metric: str | None,
     if paper is None:
         table = sweep_latex(records, metric) if fmt == "latex" else sweep_table(records, metric)
         if plots_dir is not None:
-            _plots(plots_dir, sweep_table(records, metric), records, None)
+            _plots(plots_dir, sweep_table(records, metric), records, None, metric)
         return table
     comparisons = compare(records, paper)
     unfinished = [f"- {r.path}: {r.summary}" for r in records if r.status != "ok"]
@@ -75,11 +75,11 @@ def report(directory: Path, paper: str | None, fmt: str, metric: str | None,
 
 
 def _plots(plots_dir: Path, table: str, records: list[JobRecord],
-           comparisons: list[Comparison] | None) -> None:
+           comparisons: list[Comparison] | None, metric: str = "acc") -> None:
     from clrun.report_plots import write_report
 
     if comparisons is None:
-        cells = group(records, swept_keys(records))
+        cells = group(records, swept_keys(records), metric)
         keys = swept_keys(records)
         panels = {f"{plots_dir.name}: by {', '.join(keys) or 'job'}": {
             " ".join(values) or "all jobs": cell.done for values, cell in cells.items()}}

@@ -213,10 +213,13 @@ def test_report_of_a_generative_sweep_tabulates_fid(tmp_path):
                   "scenario.n_tasks=2", "logger=none", "metrics.sample_grids=false",
                   "hydra.sweep.dir=sweep", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
-    table = report(tmp_path / "sweep", None, "markdown", None)
+    table = report(tmp_path / "sweep", None, "markdown", None, tmp_path / "plots")
     header = table.splitlines()[0]
     assert header.startswith("| strategy | fid | precision | recall | runs")
     assert "generative_replay" in table
+    drawn = sorted(p.name for p in (tmp_path / "plots").iterdir())
+    assert drawn == ["fid_final_per_task.png", "fid_matrices.png", "fid_over_tasks.png",
+                     "report.md"]
 
 
 def multiband_loop(n_tasks=2, **settings):
