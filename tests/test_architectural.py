@@ -225,3 +225,27 @@ def test_every_row_of_a_table_experiment_builds_its_optimizer(experiment):
     for row in rows:
         cfg = compose_cfg(f"experiment={experiment}", f"row={row}")
         hydra.utils.instantiate(cfg.optimizer)([torch.nn.Parameter(torch.zeros(1))])
+
+
+def test_supsup_infers_each_batch_from_its_first_inference_images(tmp_path):
+    cfg = compose_cfg("strategy=supsup", "scenario.setting=class", "trainer.max_epochs=1",
+                      "model.hidden_sizes=[16]", "logger=none",
+                      "strategy.plugins.supsup.inference_images=5",
+                      "strategy.plugins.supsup.inference_batch_size=32")
+    seen = []
+    original = SupSupNet.infer_task
+
+    def recording(net, x, n_learned):
+        seen.append(len(x))
+        return original(net, x, n_learned)
+
+    SupSupNet.infer_task = recording
+    try:
+        run(cfg, tmp_path)
+    finally:
+        SupSupNet.infer_task = original
+    assert seen and set(seen) <= {5, 4, 3, 2, 1} and seen.count(5) > len(seen) // 2
+    with pytest.raises(ClrunError, match="inference_images=0 is invalid"):
+        run(compose_cfg("strategy=supsup", "scenario.setting=class",
+                        "strategy.plugins.supsup.inference_images=0", "logger=none"),
+            tmp_path / "bad")

@@ -9,8 +9,10 @@ a straight-through gradient.
 
 Task-IL gives the task. Otherwise (domain-/class-IL) the task is inferred: the network runs
 with the superposed masks Σ αᵢ Mᵢ, αᵢ = 1/k over the k learned masks; the entropy of the output
-for ONE image of a batch of `inference_batch_size` (128 in the paper) is differentiated with
-respect to α, the task whose αᵢ lowers it fastest (argmin ∂H/∂αᵢ) is chosen, and the whole
+for the first `inference_images` images of a batch of `inference_batch_size` (128 in the
+paper; 1 image by default, the authors' one-shot setting as we read their `data_to_repeat`;
+their code averages the entropy over those images) is differentiated with respect to α, the
+task whose αᵢ lowers it fastest (argmin ∂H/∂αᵢ) is chosen, and the whole
 batch is classified with that task's mask, over that task's classes; a wrong guess makes the
 whole batch wrong. In class-IL the tasks share one head as wide as a task (labels within the
 task, the paper's layout), so every mask has trained every unit the entropy reads; each task's
@@ -132,11 +134,16 @@ class SupSup(TaskInferring):
     """`strategy=supsup`; see the module docstring."""
 
     def __init__(self, mask: str = "topk", sparsity: float = 0.5, seed: int = 0,
-                 inference_batch_size: int = 128, per_sample: bool = False) -> None:
+                 inference_batch_size: int = 128, per_sample: bool = False,
+                 inference_images: int = 1) -> None:
         super().__init__()
         check_choice("strategy.plugins.supsup.mask", mask, MASK_RULES)
         if not 0 < sparsity <= 1:
             raise ConfigError("strategy.plugins.supsup.sparsity", sparsity, "must be in (0, 1]")
+        if inference_images < 1:
+            raise ConfigError("strategy.plugins.supsup.inference_images", inference_images,
+                              "must be >= 1 (images of each batch whose mean entropy is used)")
+        self.inference_images = inference_images
         self.rule, self.sparsity, self.seed = mask, sparsity, seed
         self.inference_batch_size = inference_batch_size
         self.per_sample = per_sample
@@ -159,7 +166,8 @@ class SupSup(TaskInferring):
         size = 1 if self.per_sample else self.inference_batch_size
         for start in range(0, len(x), size):
             chunk = slice(start, start + size)
-            guess = torch.full_like(task[chunk], net.infer_task(x[chunk][:1], self.n_learned))
+            images = x[chunk][: self.inference_images]
+            guess = torch.full_like(task[chunk], net.infer_task(images, self.n_learned))
             scores[chunk] = net(x[chunk], guess).to(scores.dtype)  # the guess's classes only
             self.record.count(task[chunk], guess)
         return scores
