@@ -33,9 +33,13 @@ def matrix_rows(result: RunResult) -> list[list[str]]:
     rows = [["after training", *[f"task {j}" for j in range(n_tasks)]],
             ["(untrained)", *[f"{v:.1f}" for v in result.initial]]]
     for i, row in enumerate(result.matrix):
-        label = "all tasks (joint)" if len(result.matrix) == 1 else f"task {i}"
-        rows.append([label, *[f"{v:.1f}" for v in row]])
+        rows.append([stage_label(i, len(result.matrix)), *[f"{v:.1f}" for v in row]])
     return rows
+
+
+def stage_label(stage: int, n_stages: int) -> str:
+    """A matrix row's name: the task trained last, or the one joint stage."""
+    return "all tasks (joint)" if n_stages == 1 else f"task {stage}"
 
 
 def plain_table(rows: list[list[str]]) -> str:
@@ -53,7 +57,8 @@ def score_rows(result: RunResult, name: str) -> list[list[str]]:
     digits = 1 if name == "fid" else 3
     rows = [["after training", *[f"task {j}" for j in range(len(matrix[0]))]]]
     for i, row in enumerate(matrix):
-        rows.append([f"task {i}", *["-" if v is None else f"{v:.{digits}f}" for v in row]])
+        rows.append([stage_label(i, len(matrix)),
+                     *["-" if v is None else f"{v:.{digits}f}" for v in row]])
     return rows
 
 
