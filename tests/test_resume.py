@@ -87,13 +87,17 @@ def test_ctrl_c_says_what_is_saved_and_the_printed_command_resumes_logs_and_wand
     args = ["strategy=ewc", "trainer.max_epochs=40", "logger=[csv,wandb]", "seed=3"]
     env = {**os.environ, "WANDB_MODE": "offline", "HOME": str(tmp_path)}
     env.pop("WANDB_API_KEY", None)
+    # a shell's Ctrl-C: the child must not inherit an ignored SIGINT from the test worker
+    # (a Lightning fit interrupted in-process leaves the worker ignoring it)
+    inherited = signal.getsignal(signal.SIGINT)
     process = subprocess.Popen([sys.executable, "-m", "clrun.cli", "hydra.run.dir=run", *args],
                                cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     wait_for_checkpoint(tmp_path / "run" / "checkpoints" / "checkpoint.pt", 1)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stderr
+    assert process.returncode == 130, f"worker's SIGINT handler: {inherited}\n{stderr}"
     message = next(line for line in stderr.splitlines() if "interrupted" in line)
     match = re.fullmatch(r"clrun: interrupted during task (\d); tasks 0\.\.(\d) are saved; "
                          r"resume with: (clrun .*)", message)
