@@ -88,7 +88,7 @@ def test_ctrl_c_says_what_is_saved_and_the_printed_command_resumes_logs_and_wand
     env = {**os.environ, "WANDB_MODE": "offline", "HOME": str(tmp_path)}
     env.pop("WANDB_API_KEY", None)
     # a shell's Ctrl-C: the child must not inherit an ignored SIGINT from the test worker
-    # (a Lightning fit interrupted in-process leaves the worker ignoring it)
+    # (an ignored SIGINT survives exec; which earlier test leaves a worker so is not known)
     inherited = signal.getsignal(signal.SIGINT)
     process = subprocess.Popen([sys.executable, "-m", "clrun.cli", "hydra.run.dir=run", *args],
                                cwd=tmp_path, env=env, stdout=subprocess.PIPE,
