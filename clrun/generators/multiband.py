@@ -337,11 +337,14 @@ class MultibandVAE(Generator):
     def replayed(self, n: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """n samples of the earlier tasks (equal shares) from the previous global decoder:
         latents, bits, task indices and the images as targets."""
-        earlier = self.task_index
-        task = torch.arange(n, device=self.device) % earlier
-        z = torch.randn(n, self.z_dim, device=self.device)
-        bits = torch.bernoulli(self.ones_frequency[task]) * 2 - 1
+        task = torch.arange(n, device=self.device) % self.task_index
+        z, bits = self.prior_latents(task)
         return z, bits, task, self.previous_decoder.images(z, bits, task)
+
+    def prior_latents(self, task: Tensor) -> tuple[Tensor, Tensor]:
+        """z ~ N(0, I) and ±1 bits drawn with each sample's task's frequencies of ones."""
+        z = torch.randn(len(task), self.z_dim, device=self.device)
+        return z, torch.bernoulli(self.ones_frequency[task]) * 2 - 1
 
     def consolidation_step(self, x: Tensor, epoch: int) -> Tensor:
         z_new, bits_new = self.local_latents(x)
@@ -384,18 +387,14 @@ class MultibandVAE(Generator):
     def sample_task(self, n: int, task_index: int) -> Tensor:
         """n samples of task `task_index` from the global decoder."""
         task = torch.full((n,), task_index, device=self.device)
-        z = torch.randn(n, self.z_dim, device=self.device)
-        bits = torch.bernoulli(self.ones_frequency[task]) * 2 - 1
-        return self.global_decoder.images(z, bits, task)
+        return self.global_decoder.images(*self.prior_latents(task), task)
 
     @torch.no_grad()
     def sample(self, n: int, conditions: Tensor | None = None) -> Tensor:
         """Samples of the learned tasks, in equal shares."""
         learned = max(int(self.tasks_learned), 1)
         task = torch.arange(n, device=self.device) % learned
-        z = torch.randn(n, self.z_dim, device=self.device)
-        bits = torch.bernoulli(self.ones_frequency[task]) * 2 - 1
-        return self.global_decoder.images(z, bits, task)
+        return self.global_decoder.images(*self.prior_latents(task), task)
 
     # -- checkpoints: nothing of the optimizers outlives a phase ------------------------------
     def optimizer_state(self) -> dict[str, Any]:
