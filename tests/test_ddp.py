@@ -8,14 +8,17 @@ import pytest
 import torch
 
 from clrun.loop import check_ranks_agree
-from tests.conftest import read_metrics, run_cli
+from tests.conftest import STRATEGY_OVERRIDES, read_metrics, run_cli
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["ewc", "er", "[si,lwf]", "dgr"])
+@pytest.mark.parametrize("strategy", ["ewc", "er", "[si,lwf]", "dgr", "binplay"])
 def test_ddp_cpu_two_task_run_agrees_on_both_ranks(tmp_path, strategy):
-    # dgr: each rank's generator, trained under DDP, is compared after every task too
-    extra = ["generator=vae", "metrics.generative=false"] if strategy == "dgr" else []
+    # dgr, binplay: each rank's generator, trained under DDP, is compared after every task too
+    # (binplay: and each rank gives the images the same codes, or the classifiers would differ)
+    extra = {"dgr": ["generator=vae", "metrics.generative=false"],
+             "binplay": [*STRATEGY_OVERRIDES["binplay"], "metrics.generative=false"]
+             }.get(strategy, [])
     out = run_cli("hydra.run.dir=run", "trainer=ddp_cpu", f"strategy={strategy}", *extra,
                   "scenario.n_tasks=2", "trainer.max_epochs=2", "logger=none", cwd=tmp_path)
     # every task's accuracy row is all-gathered and compared; a mismatch fails the run

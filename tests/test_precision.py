@@ -8,7 +8,8 @@ from clrun.run import run
 from tests.conftest import FAST, STRATEGY_OVERRIDES, compose_cfg
 
 STRATEGIES = ["naive", "l2", "ewc", "oewc", "si", "mas", "lwf", "replay", "latent_replay", "er",
-              "mir", "gdumb", "icarl", "gem", "agem", "interval", "dgr", "dgr_distill", "rtf"]
+              "mir", "gdumb", "icarl", "gem", "agem", "interval", "dgr", "dgr_distill", "rtf",
+              "binplay"]
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)

@@ -112,8 +112,8 @@ def test_reproduce_help_lists_the_experiments(capsys):
     from clrun.reproduce import main as reproduce
 
     assert reproduce(["--help"]) == 0
-    assert "experiments: architectural_fmnist, generative_fmnist, hnet_splitmnist" in \
-        capsys.readouterr().out
+    listed = capsys.readouterr().out
+    assert "experiments: architectural_fmnist, binplay_fmnist, binplay_mnist, generative" in listed
     assert reproduce(["intercontinet"]) == 2
     assert "unknown experiment 'intercontinet'" in capsys.readouterr().err
 

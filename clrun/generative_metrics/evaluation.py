@@ -40,8 +40,19 @@ class GenerativeEvaluation:
         self.scores = GenerativeScores()
 
     def after_stage(self, loop: TaskLoop, write_files: bool) -> dict[str, list[float | None]]:
-        """Score the generator on the tasks seen so far; draw its grid. Returns the row."""
+        """Score the generator on the tasks seen so far; draw its grid. Returns the row.
+        Samples are drawn in eval mode (batch norm's running statistics), as replay draws
+        them from frozen copies."""
         sampler = self.sampler()
+        was_training = sampler.training
+        sampler.eval()
+        try:
+            return self._score_and_draw(loop, sampler, write_files)
+        finally:
+            sampler.train(was_training)
+
+    def _score_and_draw(self, loop: TaskLoop, sampler: Sampler, write_files: bool
+                        ) -> dict[str, list[float | None]]:
         stage = len(self.scores.fid)
         n_seen = loop.task.index + 1
         row = score_row(sampler, loop.scenario, n_seen, self.feature_net, self.prd, loop.device,

@@ -15,7 +15,7 @@ module; precision and recall from PRD on the same features.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -29,11 +29,17 @@ MAX_POOLS = 20  # an unconditional generator gets this many pools to cover a tas
 
 
 class Sampler(Protocol):
-    """What generative metrics need of a generator (see `StrategyPlugin.sampler`)."""
+    """What generative metrics need of a generator (see `StrategyPlugin.sampler`): a module
+    (sampled in eval mode) with `sample`."""
 
     conditional: bool
+    training: bool
 
     def sample(self, n: int, conditions: Tensor | None = None) -> Tensor: ...
+
+    def train(self, mode: bool = True) -> Any: ...
+
+    def eval(self) -> Any: ...
 
 
 @dataclass

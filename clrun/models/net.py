@@ -88,3 +88,24 @@ def convnet(input_shape: tuple[int, ...], head_sizes: list[int],
         height, width = math.ceil(height / 2), math.ceil(width / 2)
     layers += [nn.Flatten(), nn.Linear(in_channels * height * width, hidden_size), nn.ReLU()]
     return ContinualNet(nn.Sequential(*layers), hidden_size, list(head_sizes))
+
+
+@config_target
+def lenet_g(input_shape: tuple[int, ...], head_sizes: list[int], width: int = 64,
+            hidden_size: int = 84, dropout: float = 0.6) -> ContinualNet:
+    """BinPlay's classifier ("LeNetG" in the authors' code): three 4×4 stride-2 convolutions
+    (width, 2·width, 4·width channels; batch norm, leaky ReLU, dropout), then a hidden layer of
+    84 with leaky ReLU and dropout."""
+    check_widths("model.width", [width])
+    check_widths("model.hidden_size", [hidden_size])
+    if not 0 <= dropout < 1:
+        raise ConfigError("model.dropout", dropout, "must be in [0, 1)")
+    in_channels, height, side = input_shape
+    layers: list[nn.Module] = []
+    for out_channels in (width, 2 * width, 4 * width):
+        layers += [nn.Conv2d(in_channels, out_channels, 4, 2, 1, bias=False),
+                   nn.BatchNorm2d(out_channels), nn.LeakyReLU(), nn.Dropout(dropout)]
+        in_channels, height, side = out_channels, height // 2, side // 2
+    layers += [nn.Flatten(), nn.Linear(in_channels * height * side, hidden_size),
+               nn.LeakyReLU(), nn.Dropout(dropout)]
+    return ContinualNet(nn.Sequential(*layers), hidden_size, list(head_sizes))

@@ -76,6 +76,15 @@ class InputPipeline:
         """Stored samples as floats in [0, 1]: the space generators model."""
         return x.float() * self.scale
 
+    def to_stored(self, x: Tensor, dtype: torch.dtype) -> Tensor:
+        """Unit-space images in stored form (rounded for integer storage), so generated
+        images can make a training split."""
+        x = x.float() / self.scale
+        if not dtype.is_floating_point:
+            info = torch.iinfo(dtype)
+            x = x.round().clamp(info.min, info.max)
+        return x.to(dtype)
+
     def from_unit(self, x: Tensor, train: bool) -> Tensor:
         """Unit-space images (real or generated) as model inputs: normalised, and augmented in
         training."""

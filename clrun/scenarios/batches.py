@@ -15,13 +15,15 @@ class Batch(NamedTuple):
     """What `training_step` receives; replay plugins return a longer one from `extend_batch`.
 
     `raw` holds the samples in stored form (un-augmented, e.g. uint8) so a replay buffer can
-    keep them compactly and augment them afresh when they are replayed.
+    keep them compactly and augment them afresh when they are replayed; `index` their positions
+    in the split they came from (BinPlay derives each sample's latent code from it).
     """
 
     x: Tensor
     y: Tensor
     task: Tensor
     raw: Tensor | None = None
+    index: Tensor | None = None
 
 
 class TensorBatches:
@@ -69,4 +71,4 @@ class TensorBatches:
             index = order[i * self.batch_size : (i + 1) * self.batch_size]
             raw = self.split.x[index]
             yield Batch(self.pipeline(raw, train=True), self.split.y[index],
-                        self.split.task[index], raw)
+                        self.split.task[index], raw, index)

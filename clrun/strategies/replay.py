@@ -206,7 +206,7 @@ class MIR(ExperienceReplay):
             before = losses(module.net(candidates.x))
             after = losses(functional_call(module.net, virtual, (candidates.x,)))
             top = (after - before).topk(min(self.replay_batch_size, len(before))).indices
-        return concat(batch, Batch(*(t[top] for t in candidates)))
+        return concat(batch, Batch(*(None if t is None else t[top] for t in candidates)))
 
 
 class GDumb(_BufferPlugin):
