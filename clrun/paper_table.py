@@ -1,7 +1,11 @@
 """Ours beside the paper's: a multirun directory turned into a paper table with differences.
 
-A cell is flagged when |ours - paper| > max(3 points, 2 x the paper's std), the tolerance the
-reproduction issues use.
+A targets file (`clrun/papers/<paper>.csv`) has a row per published number: the table row, its
+column (a setting, `task`/`domain`/`class`, or a scenario name such as `dirichlet_mnist` when
+the paper's columns are streams), optionally the metric (`acc` by default, or `fid`,
+`precision`, `recall`), the paper's mean and std and an optional note. A cell is flagged when
+|ours - paper| > max(floor, 2 x the paper's std), the floor being 3 points of accuracy or FID
+and 0.03 of precision or recall (the tolerance the reproduction issues use for accuracy).
 """
 
 from __future__ import annotations
@@ -16,6 +20,10 @@ from clrun.errors import ClrunError
 
 SETTINGS = ("task", "domain", "class")
 SETTING_TITLES = {"task": "task-IL", "domain": "domain-IL", "class": "class-IL"}
+METRICS = ("acc", "fid", "precision", "recall")
+METRIC_TITLES = {"acc": "", "fid": "FID", "precision": "precision", "recall": "recall"}
+#: the smallest difference that is flagged, per metric (2 x the paper's std when larger)
+TOLERANCE_FLOOR = {"acc": 3.0, "fid": 3.0, "precision": 0.03, "recall": 0.03}
 
 
 @dataclass(frozen=True)
@@ -31,13 +39,13 @@ def available_papers() -> list[str]:
                   if p.name.endswith(".csv"))
 
 
-def load_targets(paper: str) -> dict[tuple[str, str], Target]:
-    """{(row, setting): Target} from `clrun/papers/<paper>.csv`."""
+def load_targets(paper: str) -> dict[tuple[str, str, str], Target]:
+    """{(row, column, metric): Target} from `clrun/papers/<paper>.csv`."""
     if paper not in available_papers():
         raise ClrunError(f"unknown paper {paper!r}; available: {', '.join(available_papers())}")
     text = resources.files("clrun.papers").joinpath(f"{paper}.csv").read_text()
-    return {(r["row"], r["setting"]): Target(float(r["mean"]), float(r["std"]),
-                                             r.get("note") or "")
+    return {(r["row"], r["setting"], r.get("metric") or "acc"):
+            Target(float(r["mean"]), float(r["std"]), r.get("note") or "")
             for r in csv.DictReader(io.StringIO(text))}
 
 
@@ -48,25 +56,24 @@ def row_of(record: JobRecord) -> str | None:
     return choice.split("_", 1)[1] if choice and "_" in choice else choice
 
 
-def setting_of(record: JobRecord) -> str | None:
-    return ((record.metrics or {}).get("config", {}).get("setting")
-            or record.overrides.get("scenario.setting"))
+def columns_of(record: JobRecord) -> set[str]:
+    """The paper columns a job can fill: its setting and its scenario."""
+    config = (record.metrics or {}).get("config", {})
+    return {config.get("setting") or record.overrides.get("scenario.setting"),
+            config.get("scenario") or record.overrides.get("scenario")} - {None}
 
 
-def cells_by_row(records: list[JobRecord]) -> dict[tuple[str, str], Cell]:
-    cells: dict[tuple[str, str], Cell] = {}
-    for record in records:
-        cells.setdefault((row_of(record) or "?", setting_of(record) or "?"), Cell()).add(
-            record, "acc")
-    return cells
+def column_title(column: str, metric: str = "acc") -> str:
+    return " ".join(filter(None, [SETTING_TITLES.get(column, column), METRIC_TITLES[metric]]))
 
 
 @dataclass
 class Comparison:
     row: str
-    setting: str
+    setting: str  # the paper's column: a setting or a scenario name
     ours: Cell
     paper: Target
+    metric: str = "acc"
 
     @property
     def diff(self) -> float | None:
@@ -74,18 +81,26 @@ class Comparison:
 
     @property
     def tolerance(self) -> float:
-        return max(3.0, 2 * self.paper.std)
+        return max(TOLERANCE_FLOOR[self.metric], 2 * self.paper.std)
 
     @property
     def flagged(self) -> bool:
         return self.diff is not None and abs(self.diff) > self.tolerance
 
+    @property
+    def title(self) -> str:
+        return column_title(self.setting, self.metric)
+
 
 def compare(records: list[JobRecord], paper: str) -> list[Comparison]:
-    targets = load_targets(paper)
-    cells = cells_by_row(records)
-    return [Comparison(row, setting, cells.get((row, setting), Cell()), target)
-            for (row, setting), target in targets.items()]
+    comparisons = []
+    for (row, column, metric), target in load_targets(paper).items():
+        cell = Cell()
+        for record in records:
+            if row_of(record) == row and column in columns_of(record):
+                cell.add(record, metric)
+        comparisons.append(Comparison(row, column, cell, target, metric))
+    return comparisons
 
 
 def _ours(c: Comparison) -> str:
@@ -105,36 +120,45 @@ def _diff(c: Comparison, flag: str) -> str:
     return f"{c.diff:+.2f}" + (f" {EXPLAINED if c.paper.note else flag}" if c.flagged else "")
 
 
-def _rows(comparisons: list[Comparison]) -> dict[str, dict[str, Comparison]]:
-    rows: dict[str, dict[str, Comparison]] = {}
+Column = tuple[str, str]  # (setting or scenario, metric)
+
+
+def _rows(comparisons: list[Comparison]) -> dict[str, dict[Column, Comparison]]:
+    rows: dict[str, dict[Column, Comparison]] = {}
     for c in comparisons:
-        rows.setdefault(c.row, {})[c.setting] = c
+        rows.setdefault(c.row, {})[(c.setting, c.metric)] = c
     return rows
 
 
-def _settings(comparisons: list[Comparison]) -> list[str]:
-    """The settings the paper reports, in task, domain, class order."""
-    present = {c.setting for c in comparisons}
-    return [s for s in SETTINGS if s in present]
+def _columns(comparisons: list[Comparison]) -> list[Column]:
+    """The columns the paper reports: settings in task, domain, class order, then scenarios
+    in the file's order; metrics in acc, FID, precision, recall order."""
+    present = list(dict.fromkeys(c.setting for c in comparisons))
+    ordered = [s for s in SETTINGS if s in present] + [s for s in present if s not in SETTINGS]
+    metrics = {(c.setting, c.metric) for c in comparisons}
+    return [(s, m) for s in ordered for m in METRICS if (s, m) in metrics]
 
 
 def render_markdown(comparisons: list[Comparison]) -> str:
-    settings = _settings(comparisons)
+    columns = _columns(comparisons)
     header = ["method"]
-    for s in settings:
-        title = SETTING_TITLES[s]
+    for column in columns:
+        title = column_title(*column)
         header += [f"{title} ours", f"{title} paper", f"{title} diff"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row, by_setting in _rows(comparisons).items():
+    for row, by_column in _rows(comparisons).items():
         cells = [row]
-        for s in settings:
-            c = by_setting.get(s)
+        for column in columns:
+            c = by_column.get(column)
             cells += ([_ours(c), f"{c.paper.mean:.2f} ± {c.paper.std:.2f}", _diff(c, "⚠")]
                       if c else ["", "not reported", ""])
         lines.append("| " + " | ".join(cells) + " |")
     flagged = [c for c in comparisons if c.flagged]
+    floors = sorted({c.metric for c in comparisons}, key=METRICS.index)
+    floor = ", ".join(f"{TOLERANCE_FLOOR[m]:g}" + ("" if len(floors) == 1 else f" ({m})")
+                      for m in floors)
     lines.append("")
-    lines.append(f"⚠ = |diff| > max(3, 2 × paper std): {len(flagged)} of "
+    lines.append(f"⚠ = |diff| > max({floor}, 2 × paper std): {len(flagged)} of "
                  f"{sum(c.ours.mean is not None for c in comparisons)} cells run.")
     for note in sorted({c.paper.note for c in flagged if c.paper.note}):
         rows = sorted({c.row for c in flagged if c.paper.note == note})
@@ -143,15 +167,16 @@ def render_markdown(comparisons: list[Comparison]) -> str:
 
 
 def render_latex(comparisons: list[Comparison]) -> str:
-    settings = _settings(comparisons)
-    lines = [r"\begin{tabular}{l" + "rrr" * len(settings) + "}", r"\toprule",
-             "method & " + " & ".join(rf"\multicolumn{{3}}{{c}}{{{SETTING_TITLES[s]}}}"
-                                      for s in settings) + r" \\",
-             " & " + " & ".join(["ours & paper & diff"] * len(settings)) + r" \\", r"\midrule"]
-    for row, by_setting in _rows(comparisons).items():
+    columns = _columns(comparisons)
+    titles = [column_title(*c).replace("_", r"\_") for c in columns]
+    lines = [r"\begin{tabular}{l" + "rrr" * len(columns) + "}", r"\toprule",
+             "method & " + " & ".join(rf"\multicolumn{{3}}{{c}}{{{t}}}" for t in titles)
+             + r" \\",
+             " & " + " & ".join(["ours & paper & diff"] * len(columns)) + r" \\", r"\midrule"]
+    for row, by_column in _rows(comparisons).items():
         cells = [row.replace("_", r"\_")]
-        for s in settings:
-            c = by_setting.get(s)
+        for column in columns:
+            c = by_column.get(column)
             if c is None:
                 cells += ["", "--", ""]
                 continue

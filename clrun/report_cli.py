@@ -23,10 +23,9 @@ from clrun.aggregate import (
 )
 from clrun.errors import ClrunError
 from clrun.paper_table import (
-    SETTING_TITLES,
     Comparison,
     available_papers,
-    cells_by_row,
+    column_title,
     compare,
     render_latex,
     render_markdown,
@@ -85,8 +84,9 @@ def _plots(plots_dir: Path, table: str, records: list[JobRecord],
             " ".join(values) or "all jobs": cell.done for values, cell in cells.items()}}
     else:
         panels: dict[str, dict[str, list[JobRecord]]] = {}
-        for (row, setting), cell in cells_by_row(records).items():
-            panels.setdefault(SETTING_TITLES.get(setting, setting), {})[row] = cell.done
+        for c in comparisons:  # a panel per paper column (whatever the metrics), rows run
+            if c.ours.done:
+                panels.setdefault(column_title(c.setting), {}).setdefault(c.row, c.ours.done)
     try:
         path = write_report(plots_dir, table, panels, comparisons)
     except OSError as error:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clrun.aggregate import Cell, JobRecord
-from clrun.paper_table import SETTING_TITLES, Comparison
+from clrun.paper_table import Comparison
 from clrun.plots import draw_matrix, new_figure, save_figure
 from clrun.results import write_atomic
 
@@ -46,6 +46,9 @@ class Measure:
 
 ACCURACY = Measure("acc", "accuracy (%)", 100.0)
 FID = Measure("fid", "FID", None)
+#: y-axis labels of the paper-comparison panels, per compared metric
+PAPER_AXES = {"acc": "final average accuracy (%)", "fid": "FID (lower is better)",
+              "precision": "precision", "recall": "recall"}
 
 
 def measure_for(records: list[JobRecord]) -> Measure:
@@ -142,10 +145,11 @@ def plot_matrices(methods: dict[str, list[JobRecord]], path: Path,
 
 
 def plot_paper_comparison(comparisons: list[Comparison], path: Path) -> Path:
-    settings = [s for s in SETTING_TITLES if any(c.setting == s for c in comparisons)]
-    fig, axes = new_figure(6, 4, len(settings))
-    for ax, setting in zip(axes, settings, strict=True):
-        cells = [c for c in comparisons if c.setting == setting]
+    columns = list(dict.fromkeys(c.title for c in comparisons))
+    fig, axes = new_figure(6, 4, len(columns))
+    for ax, title in zip(axes, columns, strict=True):
+        cells = [c for c in comparisons if c.title == title]
+        metric = cells[0].metric
         xs = range(len(cells))
         ax.bar([x - 0.2 for x in xs], [c.ours.mean or 0 for c in cells], 0.4,
                yerr=[c.ours.std or 0 for c in cells], capsize=2, label="ours")
@@ -153,11 +157,12 @@ def plot_paper_comparison(comparisons: list[Comparison], path: Path) -> Path:
                yerr=[c.paper.std for c in cells], capsize=2, label="paper")
         for x, c in zip(xs, cells, strict=True):
             if c.flagged:
-                ax.text(x, 2, "⚠", ha="center", fontsize=9)
+                ax.text(x, 0, "⚠", ha="center", va="bottom", fontsize=9)
         ax.set_xticks(list(xs), [c.row for c in cells], rotation=45, ha="right", fontsize=8)
-        ax.set_title(SETTING_TITLES[setting], fontsize=9)
-        ax.set_ylabel("final average accuracy (%)")
-        ax.set_ylim(0, 100)
+        ax.set_title(title, fontsize=9)
+        ax.set_ylabel(PAPER_AXES[metric])
+        if metric == "acc":
+            ax.set_ylim(0, 100)
         ax.legend(fontsize=7)
     return save_figure(fig, path)
 

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     print("running:", " ".join(command[2:]), file=sys.stderr, flush=True)
     done = subprocess.run(command)
     try:
-        print(report(sweep_dir, None, "markdown", "acc"))
+        print(report(sweep_dir, None, "markdown", None))
     except ClrunError as error:
         print(f"clrun-reproduce: error: {error}", file=sys.stderr)
         return done.returncode or 2

@@ -10,6 +10,7 @@ import yaml
 from clrun.aggregate import collect, group, sweep_table, swept_keys
 from clrun.paper_table import compare, load_targets, render_latex, render_markdown
 from clrun.report_cli import main, report
+from tests.conftest import compose_cfg
 
 
 def write_job(root: Path, num: int, overrides: list[str], acc: float | None = None,
@@ -165,9 +166,9 @@ def test_a_cell_with_a_stated_reason_is_marked_apart_from_the_flags():
 
 def test_shipped_targets_state_why_the_interval_row_and_the_binplay_column_differ():
     interval = load_targets("intercontinet_table2")
-    assert all("authors' release" in interval[("interval", s)].note
+    assert all("authors' release" in interval[("interval", s, "acc")].note
                for s in ("task", "domain", "class"))
-    assert not interval[("ewc", "task")].note
+    assert not interval[("ewc", "task", "acc")].note
     binplay = load_targets("binplay_fmnist")
     assert all("not a reproduction" in target.note for target in binplay.values())
 
@@ -183,3 +184,40 @@ def test_a_generative_sweep_with_an_unfinished_cell_still_tabulates(tmp_path):
     table = report(tmp_path, None, "markdown", None)
     assert table.splitlines()[0] == "| row | fid | precision | recall | runs | failed |"
     assert "| gr | 250.00 | 0.50 | 0.25 | 1 |" in table and "| si | — | — | — | 0 |" in table
+
+
+def test_a_paper_of_generative_metrics_compares_fid_precision_recall_per_stream(tmp_path):
+    for num, (row, scenario, fid) in enumerate([("mbmnist_mb", "split_mnist", 30.0),
+                                                ("mbmnist_mb", "dirichlet_mnist", 41.5),
+                                                ("multiband_si", "split_mnist", 129.0)]):
+        job = tmp_path / str(num)
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"row={row}"]))
+        config = {"scenario": scenario, "setting": "class", "choices": {"row": row},
+                  "paper": "multiband_mnist"}
+        (job / "metrics.json").write_text(json.dumps(
+            {"fid": fid, "precision": 0.94, "recall": 0.90, "config": config}))
+    table = report(tmp_path, None, "markdown", None)
+    header = table.splitlines()[0]
+    assert header.startswith("| method | split_mnist FID ours | split_mnist FID paper |")
+    assert "dirichlet_mnist recall diff |" in header
+    mb = next(line for line in table.splitlines() if line.startswith("| mb |"))
+    # FID 30 vs 24 is flagged (floor 3); precision 0.94 = 0.94; recall 0.90 vs 0.97 flagged
+    assert "| 30.00 (n=1) | 24.00 ± 0.00 | +6.00 ⚠ | 0.94 (n=1) | 0.94 ± 0.00 | +0.00 |" in mb
+    assert "| 0.90 (n=1) | 0.97 ± 0.00 | -0.07 ⚠ |" in mb
+    assert "| 41.50 (n=1) | 41.00 ± 0.00 | +0.50 |" in mb
+    assert "max(3 (fid), 0.03 (precision), 0.03 (recall), 2 × paper std)" in table
+    assert r"split\_mnist FID" in report(tmp_path, None, "latex", None)
+
+
+def test_multiband_mnist_encodes_the_mnist_command_per_stream():
+    for scenario, threshold in (("split_mnist", 1.0), ("dirichlet_mnist", 0.95)):
+        cfg = compose_cfg("experiment=multiband_mnist", "row=mbmnist_mb_conv",
+                          f"scenario={scenario}")
+        assert cfg.objective == "generative" and cfg.paper == "multiband_mnist"
+        assert cfg.generator.cosine_threshold == threshold
+        assert cfg.generator.architecture == "conv" and cfg.generator.z_dim == 8
+        assert cfg.generator.reconstruction == "bce" and cfg.train.batch_size == 64
+    targets = load_targets("multiband_mnist")
+    assert targets[("mb", "split_mnist", "fid")].mean == 24
+    assert targets[("mb_conv", "dirichlet_mnist", "recall")].mean == 0.97
