@@ -5,8 +5,9 @@
 stream data to `generator=...`, and after every task it is scored on every task seen so far by
 FID, precision and recall; there is no classifier. Only plugins that apply to any network with
 a loss take part (their `objectives` name `generative`): L2, EWC and online EWC (Fisher of the
-generator's own loss), SI, and `generative_replay` (the generator replays its frozen previous
-copy); classifier-only strategies are refused in one line.
+generator's own loss), SI, `generative_replay` (the generator replays its frozen previous
+copy), and the generators' own strategies (Multiband VAE, LogCL, BinPlay's autoencoder);
+classifier-only strategies are refused in one line.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def check_objective(objective: object, plugins: list[StrategyPlugin], strategy: 
     if wrong and objective == "generative":
         raise ConfigError("strategy", strategy, "trains a classifier, but objective=generative "
                           "trains only the generator; use naive, joint, l2, ewc, oewc, si, "
-                          "generative_replay, multiband or logcl there (or drop "
+                          "generative_replay, multiband, logcl or binplay there (or drop "
                           "objective=generative)")
     if wrong:
         raise ConfigError("strategy", strategy, "trains only a generator; add "

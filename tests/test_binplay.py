@@ -144,3 +144,12 @@ def test_binplay_experiments_wiring_on_fake_data(tmp_path, experiment, folder):
         assert gem.strategy.plugins.gem.memory_per_task == 200
     result = run(cfg, tmp_path / "run")
     assert len(result.matrix) == 5
+
+
+def test_the_autoencoder_alone_is_the_learner_under_the_generative_objective(tmp_path):
+    result = run(compose_cfg("objective=generative", "strategy=binplay", *SMALL_AE,
+                             "generator.pretrain_epochs=2", "generator.decoder_epochs=3",
+                             "generator.code_warmup_epochs=1", "scenario.n_tasks=2",
+                             "metrics.sample_grids=false", "logger=none"), tmp_path)
+    assert result.metrics is None and len(result.generative["fid"]) == 2
+    assert all(v is not None for v in result.generative["fid"][-1])

@@ -88,7 +88,8 @@ def test_a_classifier_strategy_under_the_generative_objective_is_one_line(tmp_pa
                   "hydra.run.dir=run", cwd=tmp_path)
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 2 and len(lines) == 1, out.stderr[-2000:]
-    assert "use naive, joint, l2, ewc, oewc, si, generative_replay, multiband or logcl" in lines[0]
+    assert "use naive, joint, l2, ewc, oewc, si, generative_replay, multiband, logcl or binplay" \
+        in lines[0]
 
 
 def test_ewc_fisher_of_a_generator_is_the_squared_gradient_of_its_own_loss():

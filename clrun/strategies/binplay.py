@@ -36,9 +36,11 @@ if TYPE_CHECKING:
 
 
 class BinPlay(StrategyPlugin):
-    """`strategy=binplay` with `generator=binary_ae`."""
+    """`strategy=binplay` with `generator=binary_ae`; under `objective=generative` the
+    autoencoder alone is the learner (no classifier, no decoded training set)."""
 
     uses_generator = True
+    objectives = ("classification", "generative")
 
     def __init__(self) -> None:
         super().__init__()
@@ -58,13 +60,16 @@ class BinPlay(StrategyPlugin):
                               "generator=binary_ae")
 
     def on_task_start(self, loop: TaskLoop, task: Task) -> None:
-        self.teacher = frozen(loop.module.net) if task.index else None
         data, pipeline = loop.generator_data(task)
         self.generator.begin_task(task.index, pipeline(data.x, train=False), data.y)
-        loop.fit_generator(self.generator, task)
+        if loop.classifies:  # else the loop trains the autoencoder as its learner
+            self.teacher = frozen(loop.module.net) if task.index else None
+            loop.fit_generator(self.generator, task)
 
     def train_data(self, loop: TaskLoop, task: Task, split: Split) -> Split:
         """The task's decoded codes and as many of every earlier task's (module docstring)."""
+        if not loop.classifies:
+            return split
         generator = self.generator.to(loop.device).eval()
         n = len(task.train)
         images = [generator.decode(generator.task_indices(task.index, torch.arange(n)))]
