@@ -76,22 +76,7 @@ class _TaskBoundary(pl.Callback):
         self.loop = loop
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        loop = self.loop
-        for plugin in loop.plugins:
-            plugin.on_task_end(loop, loop.task)
-        stage = loop.stages_done
-        if loop.classifies:
-            row = loop.evaluate()
-            if trainer.world_size > 1:
-                check_ranks_agree(trainer, row)
-            loop.matrix.append(row)
-            log_task_row(loop.loggers, stage, row)
-        if loop.generative is not None:
-            scores = loop.generative.after_stage(loop, trainer.is_global_zero)
-            log_task_scores(loop.loggers, stage, scores)
-        loop.stages_done += 1
-        if loop.checkpoint_path is not None and trainer.is_global_zero:
-            save_checkpoint(loop, loop.checkpoint_path)
+        self.loop.end_stage(trainer)
 
 
 class TaskLoop:
@@ -236,11 +221,33 @@ class TaskLoop:
             self.fit(split, number)
         return self.matrix
 
+    def end_stage(self, trainer: pl.Trainer) -> None:
+        """What ends every stage: the plugins' `on_task_end`, evaluation and generative scores
+        (compared across DDP ranks), the checkpoint."""
+        for plugin in self.plugins:
+            plugin.on_task_end(self, self.task)
+        stage = self.stages_done
+        if self.classifies:
+            row = self.evaluate()
+            if trainer.world_size > 1:
+                check_ranks_agree(trainer, row)
+            self.matrix.append(row)
+            log_task_row(self.loggers, stage, row)
+        if self.generative is not None:
+            scores = self.generative.after_stage(self, trainer.is_global_zero)
+            log_task_scores(self.loggers, stage, scores)
+        self.stages_done += 1
+        if self.checkpoint_path is not None and trainer.is_global_zero:
+            save_checkpoint(self, self.checkpoint_path)
+
     def fit(self, split: Split, number: int) -> None:
         if self.classifies:
             self._interruptible(self.trainer, self.module, self.batches(split), number)
             return
         # objective=generative: the generator's batches, budget and trainer settings
+        if not any(p.requires_grad for p in self.module.parameters()):
+            self.end_stage(self.trainer)  # nothing learns this stage (PNN+ABC's routed task)
+            return
         batches = self.generator_batches(self.module, self.task, split, seed_offset=0)
         self.trainer = self.make_trainer(**self.generator_trainer_kwargs(self.module, batches))
         self._interruptible(self.trainer, self.module, batches, number)

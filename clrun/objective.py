@@ -38,7 +38,7 @@ def check_objective(objective: object, plugins: list[StrategyPlugin], strategy: 
     if wrong and objective == "generative":
         raise ConfigError("strategy", strategy, "trains a classifier, but objective=generative "
                           "trains only the generator; use naive, joint, l2, ewc, oewc, si, "
-                          "generative_replay, multiband, logcl or binplay there (or drop "
+                          "generative_replay, multiband, logcl, binplay or pnn_abc there (or drop "
                           "objective=generative)")
     if wrong:
         raise ConfigError("strategy", strategy, "trains only a generator; add "

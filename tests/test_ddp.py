@@ -47,7 +47,10 @@ def test_multirun_with_ddp_is_refused_in_one_line(tmp_path):
     ["generator=vae", "strategy=[si,generative_replay]", "trainer.max_epochs=2"],
     ["generator=multiband_vae", "strategy=multiband", "generator.width=4",
      "generator.local_epochs=1", "generator.global_epochs=2", "generator.warmup_epochs=1"],
-], ids=["vae_si_replay", "multiband"])
+    # every task after the first fits column 0: a stage that trains nothing, under DDP
+    ["generator=progressive_vae", "strategy=pnn_abc", "generator.hidden_sizes=[32]",
+     "trainer.max_epochs=2", "strategy.plugins.pnn_abc.fit_tolerance=100"],
+], ids=["vae_si_replay", "multiband", "pnn_abc"])
 def test_ddp_cpu_generator_as_the_learner_agrees_on_both_ranks(tmp_path, extra):
     # the generator's weights are all-gathered and compared after every task
     out = run_cli("hydra.run.dir=run", "trainer=ddp_cpu", "objective=generative", *extra,

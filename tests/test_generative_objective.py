@@ -88,8 +88,8 @@ def test_a_classifier_strategy_under_the_generative_objective_is_one_line(tmp_pa
                   "hydra.run.dir=run", cwd=tmp_path)
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 2 and len(lines) == 1, out.stderr[-2000:]
-    assert "use naive, joint, l2, ewc, oewc, si, generative_replay, multiband, logcl or binplay" \
-        in lines[0]
+    assert ("use naive, joint, l2, ewc, oewc, si, generative_replay, multiband, logcl, binplay "
+            "or pnn_abc") in lines[0]
 
 
 def test_ewc_fisher_of_a_generator_is_the_squared_gradient_of_its_own_loss():
@@ -185,7 +185,8 @@ def test_a_forgotten_task_is_scored_on_what_the_generator_makes_instead():
 
 
 @pytest.mark.parametrize("scenario,row", [
-    *(("split_fmnist", row) for row in ("naive", "ewc", "si", "gr", "mb", "mb_conv", "logcl")),
+    *(("split_fmnist", row) for row in ("naive", "ewc", "si", "gr", "mb", "mb_conv", "logcl",
+                                        "pnn_abc")),
     ("dirichlet_fmnist", "gr"), ("dirichlet_fmnist", "mb")])
 def test_multiband_experiment_wiring_on_fake_fashion_mnist(tmp_path, scenario, row):
     write_mnist_like(tmp_path / "FashionMNIST" / "raw", gz=False, n_train=400, n_test=200)
@@ -206,7 +207,8 @@ def test_multiband_experiment_wiring_on_fake_fashion_mnist(tmp_path, scenario, r
     assert len(result.generative["fid"]) == n_tasks and result.metrics is None
     assert result.config["strategy"] == {"naive": "naive", "ewc": "ewc", "si": "si",
                                          "gr": "generative_replay", "mb": "multiband",
-                                         "mb_conv": "multiband", "logcl": "logcl"}[row]
+                                         "mb_conv": "multiband", "logcl": "logcl",
+                                         "pnn_abc": "pnn_abc"}[row]
 
 
 def test_report_of_a_generative_sweep_tabulates_fid(tmp_path):
