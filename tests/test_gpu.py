@@ -22,3 +22,18 @@ def test_two_task_run_on_the_gpu(tmp_path, strategy, precision):
                       *STRATEGY_OVERRIDES.get(strategy, []))
     result = run(cfg, tmp_path)
     assert len(result.matrix) == 2 and result.metrics.acc > 0
+
+
+@pytest.mark.parametrize("extra", [
+    ["strategy=generative_replay", "generator=vae"],
+    ["strategy=multiband", "generator=multiband_vae", "generator.local_epochs=1",
+     "generator.global_epochs=1", "generator.warmup_epochs=0"],
+    ["strategy=pnn_abc", "generator=progressive_vae"],
+    ["strategy=binplay", *STRATEGY_OVERRIDES["binplay"]],
+], ids=["generative_replay", "multiband", "pnn_abc", "binplay"])
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_a_generator_as_the_learner_on_the_gpu(tmp_path, extra, precision):
+    cfg = compose_cfg("trainer=gpu", f"trainer.precision={precision}", "objective=generative",
+                      "scenario.n_tasks=2", "metrics.prd.runs=1", *FAST, *extra)
+    result = run(cfg, tmp_path)
+    assert len(result.generative["fid"]) == 2 and result.generative["fid"][-1][0] is not None
