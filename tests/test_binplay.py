@@ -86,10 +86,10 @@ def test_the_classifier_trains_on_decoded_codes_of_every_task_equally():
 
 
 def test_binplay_remembers_earlier_classes_where_fine_tuning_forgets(tmp_path):
-    common = ("scenario.n_tasks=2", "trainer.max_epochs=10", "logger=none")
+    common = ("scenario.n_tasks=2", "trainer.max_epochs=8", "logger=none")
     binplay, naive = run_clis(
         ("strategy=binplay", "generator=binary_ae", "generator.architecture=fc",
-         "generator.pretrain_epochs=8", "generator.decoder_epochs=40", "metrics.prd.runs=1",
+         "generator.pretrain_epochs=6", "generator.decoder_epochs=30", "metrics.prd.runs=1",
          *common, "hydra.run.dir=binplay"),
         ("strategy=naive", *common, "hydra.run.dir=naive"), cwd=tmp_path)
     assert binplay.returncode == 0, binplay.stderr[-3000:]
@@ -126,7 +126,7 @@ def test_binplay_mistakes_fail_before_training(tmp_path, args, needle):
 @pytest.mark.parametrize("experiment,folder", [("binplay_fmnist", "FashionMNIST"),
                                                ("binplay_mnist", "MNIST")])
 def test_binplay_experiments_wiring_on_fake_data(tmp_path, experiment, folder):
-    write_mnist_like(tmp_path / folder / "raw", gz=False, n_train=400, n_test=200)
+    write_mnist_like(tmp_path / folder / "raw", gz=False, n_train=200, n_test=100)
     cfg = compose_cfg(f"experiment={experiment}", "row=binplay_binplay", f"data_dir={tmp_path}",
                       "trainer.max_epochs=-1", "trainer.max_steps=2", "logger=none",
                       "generator.width=2", "generator.latent_size=16",
