@@ -177,6 +177,41 @@ def test_hnet_chunks_cover_every_weight_once_and_the_regulariser():
     assert float(plugin.penalty(module, None, None)) == 0.0  # zero at the stored targets
 
 
+def test_hnet_look_ahead_takes_the_regulariser_after_the_task_loss_step(tmp_path):
+    from types import SimpleNamespace
+
+    from clrun.architectural.hnet import HNET
+    from clrun.scenarios.batches import Batch
+
+    torch.manual_seed(0)
+    net = HyperNet(mlp(DIGITS.input_shape, DIGITS.head_sizes, hidden_sizes=(16,)), 5,
+                   embedding_size=8, hidden_sizes=[10], chunk_size=300, chunk_embedding_size=4)
+    target = net.flat_weights(0).detach() + 0.1
+    x, y = DIGITS.tasks[1].train.x[:32].float() / 16, DIGITS.tasks[1].train.y[:32]
+    batch, logits = Batch(x, y, torch.ones(32, dtype=torch.long)), net.forward_task(x, 1)
+    module = SimpleNamespace(
+        net=net, setting="task", current_task=1,
+        trainer=SimpleNamespace(optimizers=[SimpleNamespace(param_groups=[{"lr": 0.5}])]),
+        classification_loss=lambda b, out: F.cross_entropy(out, b.y))
+    ahead, plain = HNET(beta=1.0, look_ahead=True), HNET(beta=1.0)
+    ahead.targets = plain.targets = [target]
+    theta = net.theta()
+    grads = torch.autograd.grad(F.cross_entropy(logits, y), list(theta.values()),
+                                retain_graph=True)
+    stepped = {n: p - 0.5 * g for (n, p), g in zip(theta.items(), grads, strict=True)}
+    expected = (net.flat_weights(0, stepped) - target).pow(2).sum()
+    got = ahead.penalty(module, batch, logits)
+    assert torch.allclose(got, expected) and not torch.allclose(got, plain.penalty(
+        module, batch, logits))
+    got.backward()
+    assert all(p.grad is not None for p in theta.values())  # the regulariser trains θ
+    result = run(compose_cfg("strategy=hnet", "scenario.setting=task", "scenario.n_tasks=2",
+                             "strategy.plugins.hnet.look_ahead=true",
+                             "strategy.plugins.hnet.chunk_size=500", "trainer.max_epochs=2",
+                             "logger=none"), tmp_path)
+    assert len(result.matrix) == 2 and result.metrics.acc > 60
+
+
 def hnet_drift(beta: float) -> float:
     """Largest change of task 0's generated weights while task 1 trains under the
     regulariser β·‖h(e_0) − h*(e_0)‖²."""
