@@ -10,7 +10,9 @@ import yaml
 from clrun.aggregate import collect, group, sweep_table, swept_keys
 from clrun.paper_table import compare, load_targets, render_latex, render_markdown
 from clrun.report_cli import main, report
+from clrun.run import run
 from tests.conftest import compose_cfg
+from tests.test_scenarios import write_mnist_like
 
 
 def write_job(root: Path, num: int, overrides: list[str], acc: float | None = None,
@@ -210,7 +212,7 @@ def test_a_paper_of_generative_metrics_compares_fid_precision_recall_per_stream(
     assert r"split\_mnist FID" in report(tmp_path, None, "latex", None)
 
 
-def test_multiband_mnist_encodes_the_mnist_command_per_stream():
+def test_multiband_mnist_encodes_the_mnist_command_per_stream(tmp_path):
     for scenario, threshold in (("split_mnist", 1.0), ("dirichlet_mnist", 0.95)):
         cfg = compose_cfg("experiment=multiband_mnist", "row=mbmnist_mb_conv",
                           f"scenario={scenario}")
@@ -221,3 +223,11 @@ def test_multiband_mnist_encodes_the_mnist_command_per_stream():
     targets = load_targets("multiband_mnist")
     assert targets[("mb", "split_mnist", "fid")].mean == 24
     assert targets[("mb_conv", "dirichlet_mnist", "recall")].mean == 0.97
+    write_mnist_like(tmp_path / "MNIST" / "raw", gz=False, n_train=200, n_test=100)
+    cfg = compose_cfg("experiment=multiband_mnist", "row=mbmnist_mb", f"data_dir={tmp_path}",
+                      "generator.width=4", "generator.local_epochs=1",
+                      "generator.global_epochs=1", "generator.warmup_epochs=0", "logger=none",
+                      "metrics.prd.runs=1", "metrics.feature_net.steps=5",
+                      "metrics.sample_grids=false")
+    result = run(cfg, tmp_path / "run")
+    assert len(result.generative["fid"]) == 5 and result.config["paper"] == "multiband_mnist"
