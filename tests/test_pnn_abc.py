@@ -59,6 +59,8 @@ def test_new_distributions_open_columns_and_old_columns_stay_bitwise_unchanged()
     assert branches.fitting_column(first.test.x.float() / 16) == 0
     assert branches.fitting_column(third.test.x.float() / 16) == 2
     assert branches.fitting_column(third.test.x.float() / 16 * 0.3) is None  # faded digits
+    images = first.test.x.float() / 16
+    assert generator.column_error(images, 0, with_kl=True) > generator.column_error(images, 0)
     samples = generator.sample_task(10, 1)
     assert samples.shape == (10, 1, 8, 8) and 0 <= samples.min() and samples.max() <= 1
 
@@ -87,6 +89,8 @@ def test_pnn_abc_interrupted_and_resumed_ends_with_the_same_metrics(tmp_path):
     (["strategy=naive", "generator=progressive_vae"], "is trained by strategy=pnn_abc"),
     (["strategy=pnn_abc", "generator=progressive_vae",
       "strategy.plugins.pnn_abc.fit_tolerance=-1"], "fit_tolerance=-1 is invalid: must be >= 0"),
+    (["strategy=pnn_abc", "generator=progressive_vae", "strategy.plugins.pnn_abc.score=fid"],
+     "strategy.plugins.pnn_abc.score='fid' is invalid: use one of: reconstruction, elbo"),
 ])
 def test_pnn_abc_mistakes_fail_before_training(tmp_path, args, needle):
     with pytest.raises(ClrunError, match=re.escape(needle)):

@@ -108,22 +108,25 @@ class ProgressiveVAE(Generator):
         return chain([c.decoder for c in self.columns[: column + 1]], z)
 
     @torch.no_grad()
-    def reconstruction_error(self, images: Tensor, column: int) -> float:
-        """Mean per-pixel binary cross-entropy of `images` through `column`, decoding z = μ."""
+    def column_error(self, images: Tensor, column: int, with_kl: bool = False) -> float:
+        """Mean per-pixel binary cross-entropy of `images` through `column`, decoding z = μ;
+        `with_kl`: plus the posterior's KL to the prior per pixel (the negative ELBO)."""
         total = 0.0
         for x in images.split(EVAL_BATCH):
             x = x.to(self.device)
-            mu, _ = self.encode(x, column)
+            mu, logvar = self.encode(x, column)
             logits = self.decode_logits(mu, column).float()
             total += float(F.binary_cross_entropy_with_logits(
                 logits, x.flatten(1).float(), reduction="sum"))
+            if with_kl:
+                total += float(-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).float().sum())
         return total / images[0].numel() / len(images)
 
-    def end_task(self, images: Tensor) -> None:
+    def end_task(self, images: Tensor, with_kl: bool = False) -> None:
         """After training the active column: its error on its own data (the routing scale)."""
         if self.active is not None:
             self.own_errors = [*self.own_errors[: self.active],
-                               self.reconstruction_error(images, self.active)]
+                               self.column_error(images, self.active, with_kl)]
             self.columns[self.active].requires_grad_(False)
             self.active = None
 

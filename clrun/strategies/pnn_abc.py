@@ -2,7 +2,8 @@
 `generator=progressive_vae` under `objective=generative`).
 
 At the start of every task each trained column reconstructs the task's training images (mean
-per-pixel binary cross-entropy, decoding z = μ). The task goes to the column with the lowest
+per-pixel binary cross-entropy, decoding z = μ; with `score=elbo` plus the posterior's KL to
+the prior, the negative ELBO). The task goes to the column with the lowest
 error if that error is at most (1 + `fit_tolerance`) × the error the column had on its own data
 when it was trained; such a task trains nothing (its data already fits a frozen column, and a
 trained column never changes). Otherwise a new column opens, with laterals from all earlier
@@ -21,6 +22,9 @@ from clrun.errors import ConfigError
 from clrun.generators.base import Generator
 from clrun.generators.progressive import ProgressiveVAE
 from clrun.plugin import StrategyPlugin
+from clrun.strategies.importance import check_choice
+
+SCORES = ("reconstruction", "elbo")
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -35,12 +39,14 @@ class AutonomousBranches(StrategyPlugin):
     objectives = ("generative",)
     uses_generator = True
 
-    def __init__(self, fit_tolerance: float = 0.1) -> None:
+    def __init__(self, fit_tolerance: float = 0.1, score: str = "reconstruction") -> None:
         super().__init__()
         if fit_tolerance < 0:
             raise ConfigError("strategy.plugins.pnn_abc.fit_tolerance", fit_tolerance,
                               "must be >= 0 (0: only data the column fits as well as its own)")
+        check_choice("strategy.plugins.pnn_abc.score", score, SCORES)
         self.fit_tolerance = fit_tolerance
+        self.with_kl = score == "elbo"
         self.generator: ProgressiveVAE | None = None
         self.opened: list[bool] = []
         self.images: Tensor | None = None
@@ -53,7 +59,7 @@ class AutonomousBranches(StrategyPlugin):
 
     def fitting_column(self, images: Tensor) -> int | None:
         """The trained column with the lowest error on `images`, if within tolerance."""
-        errors = [self.generator.reconstruction_error(images, k)
+        errors = [self.generator.column_error(images, k, self.with_kl)
                   for k in range(len(self.generator.own_errors))]
         if not errors:
             return None
@@ -72,7 +78,7 @@ class AutonomousBranches(StrategyPlugin):
         self.opened = [*self.opened[: task.index], opens]
 
     def on_task_end(self, loop: TaskLoop, task: Task) -> None:
-        self.generator.end_task(self.images)
+        self.generator.end_task(self.images, self.with_kl)
 
     def results(self) -> dict[str, Any]:
         return {"pnn_abc_columns": list(self.generator.task_columns),
