@@ -50,17 +50,22 @@ def check_objective(objective: object, plugins: list[StrategyPlugin], strategy: 
     return str(objective)
 
 
-def check_learner(generator: Generator, plugins: list[StrategyPlugin], strategy: str) -> None:
-    """A generator with phases of its own (Multiband VAE) runs with its strategy alone;
-    penalties act on the gradients of one optimizer step per batch and on the Fisher of a
-    likelihood, so a GAN (two optimizers, no likelihood) cannot take them. Plugins that use
-    the generator receive it."""
-    from clrun.strategies.regularization import QuadraticPenalty
-
+def check_trained_by(generator: Generator, strategy: str) -> None:
+    """A generator with phases of its own (Multiband VAE, BinPlay's autoencoder, PNN+ABC's
+    columns) is trained by its strategy alone, under either objective."""
     own = generator.trained_by_strategy
     if own is not None and strategy != own:
         raise ConfigError("strategy", strategy, f"this generator is trained by strategy={own} "
                           "(alone); use it")
+
+
+def check_learner(generator: Generator, plugins: list[StrategyPlugin], strategy: str) -> None:
+    """A generator with phases of its own runs with its strategy alone; penalties act on the
+    gradients of one optimizer step per batch and on the Fisher of a likelihood, so a GAN (two
+    optimizers, no likelihood) cannot take them. Plugins that use the generator receive it."""
+    from clrun.strategies.regularization import QuadraticPenalty
+
+    check_trained_by(generator, strategy)
     if not generator.automatic_optimization and any(isinstance(p, QuadraticPenalty)
                                                     for p in plugins):
         raise ConfigError("strategy", strategy, "penalties need a generator with a likelihood "

@@ -25,7 +25,7 @@ from clrun.loggers import Resumed, build_loggers, finish, log_final
 from clrun.loop import LoopSettings, TaskLoop
 from clrun.metrics import compute_metrics
 from clrun.module import ContinualModule
-from clrun.objective import check_learner, check_objective
+from clrun.objective import check_learner, check_objective, check_trained_by
 from clrun.paths import default_data_dir
 from clrun.plots import save_accuracy_curves, save_matrix_heatmap
 from clrun.plugin import StrategyPlugin
@@ -88,6 +88,7 @@ def attach_generator(cfg: DictConfig, choices: dict[str, str] | None, scenario: 
                           "no generator; drop generator=... or choose a generative strategy "
                           "(dgr, dgr_distill, rtf)")
     generator = build_generator(cfg, scenario)
+    check_trained_by(generator, strategy_label(cfg, choices))
     for plugin in users:
         plugin.attach_generator(generator)
 

@@ -22,6 +22,7 @@ stage goes into metrics.json.
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import TYPE_CHECKING
 
 import torch
@@ -86,11 +87,13 @@ class HyperNet(TaskConditionedNet):
         e = self.task_embeddings[t]
         mlp_params = {name[len("hnet."):]: v for name, v in theta.items()
                       if name.startswith("hnet.")}
+        # the plain module unless θ is replaced (the training step's usual path)
+        hnet = partial(functional_call, self.hnet, mlp_params) if mlp_params else self.hnet
         chunks = theta.get("chunk_embeddings", self.chunk_embeddings)
         if chunks is None:
-            return functional_call(self.hnet, mlp_params, (e[None],))[0]
+            return hnet(e[None])[0]
         inputs = torch.cat([e.expand(len(chunks), -1), chunks], 1)
-        return functional_call(self.hnet, mlp_params, (inputs,)).flatten()[: self.total]
+        return hnet(inputs).flatten()[: self.total]
 
     def weights(self, t: int) -> dict[str, Tensor]:
         flat, out, start = self.flat_weights(t), {}, 0

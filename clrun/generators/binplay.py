@@ -183,6 +183,7 @@ class BinaryAutoencoder(Generator):
         self.task_codes: Tensor | None = None
         self.assignment: Tensor | None = None  # per image of the task, its code's offset
         self.previous_decoder: CodeDecoder | None = None
+        self.earlier_codes: Tensor | None = None  # the codes the decoding phase replays
 
     # -- codes ------------------------------------------------------------------------------
     def task_start(self, task_index: int) -> int:
@@ -250,8 +251,11 @@ class BinaryAutoencoder(Generator):
 
     def start_decoding(self) -> None:
         """Give every image of the task its code; the first task's decoder continues from the
-        pre-trained one, later tasks' decoders start afresh."""
+        pre-trained one, later tasks' decoders start afresh. The earlier tasks' codes are
+        computed once here (±1 as int8), not at every replay step."""
         self.assignment = self.assign_codes()
+        self.earlier_codes = self.codes(torch.arange(self.task_start(self.task_index))).to(
+            torch.int8)
         self.code_classes = torch.cat([self.code_classes[: self.task_start(self.task_index)],
                                        self.labels_by_code(self.task_classes.cpu())])
         if self.task_index == 0:
@@ -262,7 +266,7 @@ class BinaryAutoencoder(Generator):
     def on_train_epoch_end(self) -> None:
         if self.current_epoch == self.trainer.max_epochs - 1:  # the task is learned
             self.tasks_learned = self.task_index + 1
-            self.previous_decoder = None
+            self.previous_decoder = self.earlier_codes = None
 
     # -- matching embeddings to codes -------------------------------------------------------
     def match_codes(self, embeddings: Tensor, taken: Tensor) -> Tensor:
@@ -312,7 +316,8 @@ class BinaryAutoencoder(Generator):
         targets = [x]
         for earlier in range(self.task_index):
             offsets = torch.randint(self.task_sizes[earlier], (len(x),))
-            code = self.codes(offsets + self.task_start(earlier))
+            indices = (offsets + self.task_start(earlier)).to(self.device)
+            code = self.earlier_codes[indices].to(x.dtype)
             task = torch.full((len(x),), earlier, device=x.device)
             with torch.no_grad():
                 targets.append(self.previous_decoder.images(code, task).to(x.dtype))

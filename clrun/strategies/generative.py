@@ -142,11 +142,6 @@ class GenerativeReplay(_ReplayBase):
         self.previous: Generator | None = None
 
     def attach_generator(self, generator: Generator) -> None:
-        own = generator.trained_by_strategy
-        if own is not None:
-            raise ConfigError("generator", type(generator).__name__,
-                              f"is trained by strategy={own}; replay a generator=vae, conv_vae "
-                              "or gan here")
         self.generator = generator
 
     def check(self, scenario: Scenario) -> None:
