@@ -86,7 +86,7 @@ def attach_generator(cfg: DictConfig, choices: dict[str, str] | None, scenario: 
         name = (choices or {}).get("generator") or node.get("_target_")
         raise ConfigError("generator", name, f"strategy={strategy_label(cfg, choices)} uses "
                           "no generator; drop generator=... or choose a generative strategy "
-                          "(dgr, dgr_distill, rtf)")
+                          "(dgr, dgr_distill, rtf, bir)")
     generator = build_generator(cfg, scenario)
     check_trained_by(generator, strategy_label(cfg, choices))
     for plugin in users:

@@ -27,6 +27,7 @@ STRATEGY_OVERRIDES = {
     "dgr": ["generator=gan", "metrics.prd.runs=1"],
     "dgr_distill": ["generator=vae", "generator.conditional=true", "metrics.prd.runs=1"],
     "rtf": ["generator=vae", "metrics.prd.runs=1"],
+    "bir": ["generator=vae", "metrics.prd.runs=1"],
     "binplay": ["generator=binary_ae", "generator.architecture=fc", "generator.hidden_sizes=[64]",
                 "generator.latent_size=32", "generator.pretrain_epochs=2",
                 "generator.code_warmup_epochs=1", "generator.decoder_epochs=2",

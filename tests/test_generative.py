@@ -256,3 +256,19 @@ def test_sampler_protocol_of_rtf_and_dgr():
     plugin = GenerativeReplay()
     plugin.attach_generator(VAE((1, 8, 8), 10, optimizer=ADAM))
     assert plugin.sampler() is plugin.generator
+
+
+def test_the_feature_net_is_seeded_and_leaves_the_run_random_stream_alone(tmp_path):
+    """A run's results must not depend on whether the feature net was cached already."""
+    scenario, settings = split_digits(), FeatureNetSettings(steps=5)
+    torch.manual_seed(11)
+    state = torch.random.get_rng_state()
+    trained = feature_net(scenario, settings, tmp_path / "a")
+    assert torch.equal(torch.random.get_rng_state(), state)
+    cached = feature_net(scenario, settings, tmp_path / "a")
+    assert torch.equal(torch.random.get_rng_state(), state)
+    torch.manual_seed(12)  # another run's stream trains the same net
+    again = feature_net(scenario, settings, tmp_path / "b")
+    for net in (cached, again):
+        assert all(torch.equal(a, b) for a, b in zip(trained.net.state_dict().values(),
+                                                   net.net.state_dict().values(), strict=True))

@@ -9,7 +9,7 @@ from tests.conftest import FAST, STRATEGY_OVERRIDES, compose_cfg
 
 STRATEGIES = ["naive", "l2", "ewc", "oewc", "si", "mas", "lwf", "replay", "latent_replay", "er",
               "mir", "gdumb", "icarl", "gem", "agem", "interval", "dgr", "dgr_distill", "rtf",
-              "binplay"]
+              "bir", "binplay"]
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)

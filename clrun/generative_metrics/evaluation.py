@@ -109,7 +109,7 @@ def generative_evaluation(mode: Any, metrics_cfg: Any, plugins: list[StrategyPlu
         return None
     if sampler is None:
         raise ConfigError("metrics.generative", mode, "the strategy has no generator to score; "
-                          "use a generator strategy (dgr, dgr_distill, rtf) or "
+                          "use a generator strategy (dgr, dgr_distill, rtf, bir) or "
                           "metrics.generative=false")
     net = feature_net(scenario, FeatureNetSettings(**metrics_cfg.feature_net), data_dir)
     return GenerativeEvaluation(sampler, net, PRDSettings(**metrics_cfg.prd),

@@ -100,9 +100,9 @@ def _accuracy(net: LeNet, x: Tensor, y: Tensor, scenario: Scenario) -> float:
 def train_feature_net(scenario: Scenario, settings: FeatureNetSettings) -> tuple[LeNet, float]:
     x, y = _union(scenario, "train")
     x, y = x.cpu(), y.cpu()
-    net = LeNet(scenario.input_shape, scenario.n_natural)
     with torch.random.fork_rng():
         torch.manual_seed(settings.seed)
+        net = LeNet(scenario.input_shape, scenario.n_natural)
         optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr)
         order, position = torch.randperm(len(y)), 0
         for _ in range(settings.steps):
@@ -131,8 +131,9 @@ def feature_net(scenario: Scenario, settings: FeatureNetSettings, data_dir: Path
                 ) -> TrainedFeatureNet:
     """The cached feature net of this scenario's data, trained now if there is none."""
     path = cache_path(scenario, settings, data_dir)
-    net = LeNet(scenario.input_shape, scenario.n_natural)
     if path.is_file():
+        with torch.random.fork_rng():  # the run's random stream must not depend on the cache
+            net = LeNet(scenario.input_shape, scenario.n_natural)
         saved = torch.load(path, weights_only=True)
         net.load_state_dict(saved["state"])
         return TrainedFeatureNet(net.eval(), float(saved["test_acc"]), path)

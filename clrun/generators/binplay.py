@@ -233,6 +233,7 @@ class BinaryAutoencoder(Generator):
         return None  # a fresh optimizer per phase (on_train_epoch_start)
 
     def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
         phase, epoch = self.phase(self.current_epoch)
         self.task_codes = self.task_codes.to(self.device)
         if phase == PRETRAIN:
@@ -264,6 +265,7 @@ class BinaryAutoencoder(Generator):
             reinitialise(self.decoder)
 
     def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
         if self.current_epoch == self.trainer.max_epochs - 1:  # the task is learned
             self.tasks_learned = self.task_index + 1
             self.previous_decoder = self.earlier_codes = None
@@ -335,7 +337,7 @@ class BinaryAutoencoder(Generator):
         self._optimizer.zero_grad()
         self.manual_backward(loss)
         self._optimizer.step()
-        self.log(f"{phase}_loss", loss.detach(), prog_bar=True, on_step=False, on_epoch=True)
+        self.log_loss(f"{phase}_loss", loss)
         return loss.detach()
 
     # -- sampling -----------------------------------------------------------------------------

@@ -117,8 +117,7 @@ class WGANGP(Generator):
         critic_opt.zero_grad()
         self.manual_backward(critic_loss)
         critic_opt.step()
-        self.log("critic_loss", critic_loss.detach(), prog_bar=True, on_step=False,
-                 on_epoch=True)
+        self.log_loss("critic_loss", critic_loss)
         if (batch_idx + 1) % self.critic_steps:
             return
         generator_loss = -self.score(self.generate(len(real), conditions), conditions).mean()

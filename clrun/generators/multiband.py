@@ -249,6 +249,7 @@ class MultibandVAE(Generator):
         return self.warmup_epochs, list(self.global_decoder.parameters()), self.global_lr
 
     def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
         phase, epoch = self.phase(self.current_epoch)
         start, params, lr = self.schedule(phase, epoch)
         if epoch == start:  # a fresh Adam (the config's optimizer) for every sub-phase
@@ -268,6 +269,7 @@ class MultibandVAE(Generator):
         """After the last local epoch: the task's frequency of 1-bits (summed over DDP ranks);
         after the first task the global decoder starts as the local one. After the last epoch
         the task counts as learned (before the task loop scores and checkpoints it)."""
+        super().on_train_epoch_end()
         phase, epoch = self.phase(self.current_epoch)
         if self.current_epoch == self.trainer.max_epochs - 1:  # the task is learned
             self.tasks_learned.fill_(self.task_index + 1)
@@ -379,7 +381,7 @@ class MultibandVAE(Generator):
             self._optimizer.step()
         else:
             loss = self.consolidation_step(batch.x, epoch)
-        self.log(f"{phase}_loss", loss.detach(), prog_bar=True, on_step=False, on_epoch=True)
+        self.log_loss(f"{phase}_loss", loss)
         return loss
 
     # -- sampling ----------------------------------------------------------------------------

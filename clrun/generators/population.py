@@ -100,7 +100,7 @@ class GeneratorPopulation(Generator):
             with torch.no_grad():
                 replayed = self.draw(self.merged, len(batch.y))
             loss = w * loss + (1 - w) * active.loss(replayed, None)
-        self.log("generator_loss", loss.detach(), prog_bar=True, on_step=False, on_epoch=True)
+        self.log_loss("generator_loss", loss)
         return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

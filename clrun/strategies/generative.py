@@ -13,13 +13,13 @@ mean over those tasks; in class-IL the previous classifier scores the classes se
 
 RtF: the classifier is the VAE: a Gaussian latent and a decoder sit on the classifier's last
 hidden layer and train with it (classification + reconstruction + KL); it replays samples of
-its own frozen previous copy with distillation.
+its own frozen previous copy with distillation. Brain-inspired replay builds on it
+(clrun/strategies/brain_inspired.py).
 """
 
 from __future__ import annotations
 
 import copy
-import math
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -28,9 +28,10 @@ from torch import Tensor, nn
 
 from clrun.errors import ConfigError
 from clrun.generators.base import Generator
+from clrun.generators.feedback import FeedbackVAE
 from clrun.generators.multiband import MultibandVAE
 from clrun.generators.population import GeneratorPopulation
-from clrun.generators.vae import VAE, gaussian_elbo_loss, mlp_layers
+from clrun.generators.vae import VAE
 from clrun.plugin import StrategyPlugin
 from clrun.scenarios.base import InputPipeline
 from clrun.scenarios.batches import Batch
@@ -185,31 +186,6 @@ class GenerativeReplay(_ReplayBase):
         self.generator.load_checkpoint_state(state_dict["generator"])
 
 
-class FeedbackVAE(nn.Module):
-    """The generative half of an RtF network: (μ, log σ²) from the classifier's features and a
-    decoder back to the input (hidden sizes mirrored, as `generator=vae` gives them)."""
-
-    conditional = False  # the sampler interface
-
-    def __init__(self, feature_size: int, input_shape: tuple[int, ...],
-                 hidden_sizes: list[int], z_dim: int) -> None:
-        super().__init__()
-        self.input_shape = tuple(input_shape)
-        self.z_dim = z_dim
-        self.mu = nn.Linear(feature_size, z_dim)
-        self.logvar = nn.Linear(feature_size, z_dim)
-        self.decoder = nn.Sequential(mlp_layers([z_dim, *reversed(hidden_sizes)]),
-                                     nn.Linear(hidden_sizes[0], math.prod(input_shape)))
-
-    def loss(self, features: Tensor, x_unit: Tensor) -> Tensor:
-        return gaussian_elbo_loss(self.mu(features), self.logvar(features), self.decoder, x_unit)
-
-    @torch.no_grad()
-    def sample(self, n: int, conditions: Tensor | None = None) -> Tensor:
-        z = torch.randn(n, self.z_dim, device=self.mu.weight.device)
-        return torch.sigmoid(self.decoder(z).float()).view(n, *self.input_shape)
-
-
 class ReplayThroughFeedback(_ReplayBase):
     """RtF: the classifier is the VAE (`generator=vae` gives the latent size and the decoder's
     hidden sizes); distillation replay from its frozen previous copy."""
@@ -223,26 +199,26 @@ class ReplayThroughFeedback(_ReplayBase):
         self.net: nn.Module | None = None
         self._features: Tensor | None = None
 
+    method = "replay-through-feedback"  # in the one-line errors
+
     def attach_generator(self, generator: Generator) -> None:
         if not isinstance(generator, VAE) or generator.conditional:
             raise ConfigError("generator", type(generator).__name__,
-                              "replay-through-feedback needs the fully connected, "
+                              f"{self.method} needs the fully connected, "
                               "unconditional VAE: generator=vae")
         self.template = generator
 
     def check(self, scenario: Scenario) -> None:
         super().check(scenario)
         if self.template is None:
-            raise ConfigError("generator", None, "replay-through-feedback takes its latent "
+            raise ConfigError("generator", None, f"{self.method} takes its latent "
                               "size and decoder from generator=vae; add generator=vae")
 
     def extend_model(self, module: ContinualModule, scenario: Scenario) -> None:
         """The decoder joins the classifier (one network, one optimizer, one checkpoint); a
         hook keeps the features of the classifier's own forward for the VAE loss."""
         net = module.net
-        net.add_module("feedback", FeedbackVAE(net.feature_size, scenario.input_shape,
-                                               self.template.hidden_sizes,
-                                               self.template.z_dim))
+        net.add_module("feedback", self.make_feedback(net.feature_size, scenario))
         self.net = net
 
         def keep_features(layer: nn.Module, inputs: Any, output: Tensor) -> None:
@@ -253,23 +229,36 @@ class ReplayThroughFeedback(_ReplayBase):
 
         net.backbone.register_forward_hook(keep_features)
 
+    def make_feedback(self, feature_size: int, scenario: Scenario) -> FeedbackVAE:
+        return FeedbackVAE(feature_size, scenario.input_shape, self.template.hidden_sizes,
+                           self.template.z_dim)
+
     def sampler(self) -> FeedbackVAE | None:
         return None if self.net is None else self.net.feedback
+
+    def current_contexts(self, batch: Batch) -> Tensor | None:
+        """What the decoder is conditioned on for the current batch (nothing in RtF)."""
+        return None
+
+    def draw_replay(self, n: int) -> tuple[Tensor, Tensor | None]:
+        """n unit-space samples of the frozen previous network and their decoder contexts."""
+        return self.teacher.feedback.sample(n), None
 
     def loss(self, module: ContinualModule, batch: Batch, logits: Tensor) -> Tensor:
         feedback = module.net.feedback
         features = self._features  # of batch.x, from the module's forward
         unit = self.pipeline.to_unit(batch.raw) if batch.raw is not None else batch.x
-        current = module.classification_loss(batch, logits) + feedback.loss(features, unit)
+        current = (module.classification_loss(batch, logits)
+                   + feedback.loss(features, unit, self.current_contexts(batch)))
         if self.teacher is None:
             return current
-        x_unit = self.teacher.feedback.sample(self.replay_size(batch))
+        x_unit, contexts = self.draw_replay(self.replay_size(batch))
         x = self.pipeline.from_unit(x_unit, train=True)
         with torch.no_grad():
             teacher = self.teacher(x)
         student = module.net(x)
         replayed = (replay_loss(student, teacher, self.groups, self.soft, self.temperature)
-                    + feedback.loss(self._features, x_unit))
+                    + feedback.loss(self._features, x_unit, contexts))
         return self.weighted(current, replayed)
 
 
