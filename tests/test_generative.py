@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from functools import partial
+from types import SimpleNamespace
 
 import pytest
 import pytorch_lightning as pl
@@ -11,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from clrun.errors import ClrunError
+from clrun.generative_metrics.evaluation import GenerativeEvaluation
 from clrun.generative_metrics.feature_net import FeatureNetSettings, feature_net
 from clrun.generative_metrics.precision_recall import PRDSettings
 from clrun.generative_metrics.scores import score_row
@@ -272,3 +274,25 @@ def test_the_feature_net_is_seeded_and_leaves_the_run_random_stream_alone(tmp_pa
     for net in (cached, again):
         assert all(torch.equal(a, b) for a, b in zip(trained.net.state_dict().values(),
                                                    net.net.state_dict().values(), strict=True))
+
+
+@pytest.mark.parametrize("setting", ["task", "class"])
+def test_grid_captions_the_classifiers_answer_as_the_rows_natural_class(setting):
+    """Rows are natural classes; with a permuted class order the classifier's own labels are
+    not, so a right answer must be captioned with its row's class."""
+    scenario = split_digits(setting=setting, class_order="permuted", seed=3)
+    evaluation = GenerativeEvaluation(sampler=lambda: None, feature_net=None, prd=None,
+                                      samples_dir=None, seed=0)
+    images = torch.rand(4, 1, 8, 8)
+    renamed = 0
+    for task in scenario.tasks:
+        for label in task.train.y.unique().tolist():
+            answer = F.one_hot(torch.full((len(images),), label), 10).float()
+            loop = SimpleNamespace(classifies=True, scenario=scenario,
+                                   module=SimpleNamespace(scores=lambda x, t, a=answer: a))
+            labeller, whose = evaluation.labeller(loop)
+            captions = labeller(images, torch.full((len(images),), task.index))
+            row_class = int(scenario.natural_of(task, torch.tensor([label])))
+            assert whose == "the classifier's" and captions.tolist() == [row_class] * 4
+            renamed += row_class != label
+    assert renamed  # the permuted order renames classes: the check above can fail

@@ -68,14 +68,17 @@ class GenerativeEvaluation:
 
     def labeller(self, loop: TaskLoop) -> tuple[Labeller, str]:
         """Who captions the grid: the classifier being trained, or (when the generator is the
-        learner) the feature net, in natural classes."""
+        learner) the feature net. Both in natural classes, as the grid's rows are: a class-IL
+        classifier's own labels follow the permuted class order, a task-IL one's the task."""
         if not loop.classifies:
             return (lambda images, task: predicted_classes(self.feature_net, images),
                     "the feature net's")
 
         def classify(images: Tensor, task: Tensor) -> Tensor:
             x = loop.scenario.pipeline.from_unit(images, train=False)
-            return loop.module.scores(x, task).argmax(1)
+            predicted = loop.module.scores(x, task).argmax(1)
+            owner = loop.scenario.tasks[int(task[0])]  # a grid row is one class, of one task
+            return loop.scenario.natural_of(owner, predicted)
 
         return classify, "the classifier's"
 

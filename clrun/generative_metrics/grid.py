@@ -1,5 +1,6 @@
-"""Sample grids: one row per natural class seen so far, each image captioned with the label a
-`Labeller` gives it (the classifier's, or the feature net's when the generator is the learner).
+"""Sample grids: one row per natural class seen so far, each image captioned with the natural
+class a `Labeller` gives it (the classifier's, or the feature net's when the generator is the
+learner).
 A conditional generator draws each row's class; an unconditional one fills the rows by the
 feature net's reading of a pool of samples (empty places: none came)."""
 
@@ -16,7 +17,7 @@ from clrun.generative_metrics.scores import Sampler, predicted_classes
 from clrun.plots import new_figure, save_figure
 from clrun.scenarios.base import Scenario
 
-#: labels of unit-space images, given the task each row's class belongs to
+#: natural classes of unit-space images, given the task each row's class belongs to
 Labeller = Callable[[Tensor, Tensor], Tensor]
 
 MAX_ROWS = 20
