@@ -184,8 +184,10 @@ def test_fid_precision_recall_separate_real_from_untrained_samples(fmnist):
 
 
 def test_dgr_beats_fine_tuning_in_class_il_and_keeps_earlier_classes(tmp_path, fmnist):
+    # two pools: reading twenty pools of a half-trained generator's samples took most of the time
     dgr, naive = run_clis(("hydra.run.dir=dgr", "strategy=dgr", "generator=vae",
-                           "generator.hidden_sizes=[200]", "metrics.prd.runs=1", *FMNIST_DGR),
+                           "generator.hidden_sizes=[200]", "metrics.prd.runs=1",
+                           "metrics.max_pools=2", *FMNIST_DGR),
                           ("hydra.run.dir=naive", "strategy=naive", *FMNIST_DGR), cwd=tmp_path)
     assert dgr.returncode == 0, dgr.stderr[-3000:]
     assert naive.returncode == 0, naive.stderr[-3000:]
@@ -219,6 +221,7 @@ def test_a_generator_strategy_without_a_generator_is_one_line(tmp_path):
      "generator.architecture='cnn' is invalid"),
     (["strategy=dgr", "generator=vae", "metrics.generative=maybe"],
      "metrics.generative='maybe' is invalid"),
+    (["strategy=dgr", "generator=vae", "metrics.max_pools=0"], "metrics.max_pools=0 is invalid"),
 ])
 def test_generator_mistakes_fail_before_training(tmp_path, args, needle):
     with pytest.raises(ClrunError, match=re.escape(needle)):

@@ -16,6 +16,7 @@ from clrun.generative_metrics.feature_net import FeatureNetSettings, TrainedFeat
 from clrun.generative_metrics.grid import Labeller, save_sample_grid
 from clrun.generative_metrics.precision_recall import PRDSettings
 from clrun.generative_metrics.scores import (
+    MAX_POOLS,
     GenerativeScores,
     Sampler,
     predicted_classes,
@@ -35,6 +36,7 @@ class GenerativeEvaluation:
     prd: PRDSettings
     samples_dir: Path | None  # None: no sample grids
     seed: int
+    max_pools: int = MAX_POOLS  # an unconditional generator's pools per stage (scores.py)
 
     def __post_init__(self) -> None:
         self.scores = GenerativeScores()
@@ -56,7 +58,7 @@ class GenerativeEvaluation:
         stage = len(self.scores.fid)
         n_seen = loop.task.index + 1
         row = score_row(sampler, loop.scenario, n_seen, self.feature_net, self.prd, loop.device,
-                        self.seed * 1000 + stage)
+                        self.seed * 1000 + stage, self.max_pools)
         self.scores.append(row)
         if write_files and self.samples_dir is not None:
             labeller, whose = self.labeller(loop)
@@ -114,6 +116,11 @@ def generative_evaluation(mode: Any, metrics_cfg: Any, plugins: list[StrategyPlu
         raise ConfigError("metrics.generative", mode, "the strategy has no generator to score; "
                           "use a generator strategy (dgr, dgr_distill, rtf, bir) or "
                           "metrics.generative=false")
+    max_pools = metrics_cfg.max_pools
+    if isinstance(max_pools, bool) or not isinstance(max_pools, int) or max_pools < 1:
+        raise ConfigError("metrics.max_pools", max_pools, "use a whole number of at least 1 "
+                          "(pools an unconditional generator draws to find each class)")
     net = feature_net(scenario, FeatureNetSettings(**metrics_cfg.feature_net), data_dir)
     return GenerativeEvaluation(sampler, net, PRDSettings(**metrics_cfg.prd),
-                                run_dir / "samples" if metrics_cfg.sample_grids else None, seed)
+                                run_dir / "samples" if metrics_cfg.sample_grids else None, seed,
+                                max_pools)

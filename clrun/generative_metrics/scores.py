@@ -5,9 +5,10 @@ generator (`sample_task`) for task j; a conditional one for exactly the natural 
 images; an unconditional one from a shared
 pool, from which task j takes, for every class c, as many samples the feature net reads as c
 as task j has test images of c (a sample can serve several tasks, so Dirichlet splits get their
-class mix). When the generator makes too few of a class even after `MAX_POOLS` pools, the
-shortfall is made up with its other samples: a generator that forgot a task is scored on what
-it makes instead, and its FID shows the forgetting instead of the task dropping out of the mean.
+class mix). When the generator makes too few of a class even after `max_pools` pools
+(`metrics.max_pools`), the shortfall is made up with its other samples: a generator that forgot
+a task is scored on what it makes instead, and its FID shows the forgetting instead of the task
+dropping out of the mean.
 FID comes from torchmetrics' `FrechetInceptionDistance` with the feature net as its `feature`
 module; precision and recall from PRD on the same features.
 """
@@ -25,7 +26,7 @@ from clrun.generative_metrics.feature_net import FeatureExtractor, TrainedFeatur
 from clrun.generative_metrics.precision_recall import PRDSettings, precision_recall
 from clrun.scenarios.base import Scenario, Task
 
-MAX_POOLS = 20  # an unconditional generator gets this many pools to cover a task's classes
+MAX_POOLS = 20  # pools an unconditional generator gets to cover a task's classes, by default
 
 
 class Sampler(Protocol):
@@ -67,7 +68,8 @@ def predicted_classes(net: TrainedFeatureNet, x: Tensor) -> Tensor:
 
 
 def samples_for_tasks(sampler: Sampler, scenario: Scenario, tasks: list[Task],
-                      net: TrainedFeatureNet, device: torch.device) -> list[Tensor]:
+                      net: TrainedFeatureNet, device: torch.device,
+                      max_pools: int = MAX_POOLS) -> list[Tensor]:
     """Generated unit-space images for each task, as many as its test images, in its class
     mix (see the module's docstring)."""
     wanted = [scenario.natural_of(t, t.test.y).to(device) for t in tasks]
@@ -83,7 +85,7 @@ def samples_for_tasks(sampler: Sampler, scenario: Scenario, tasks: list[Task],
             needed[c] = max(needed.get(c, 0), k)
     pools: list[Tensor] = []
     labels: list[Tensor] = []
-    for _ in range(MAX_POOLS):
+    for _ in range(max_pools):
         pool = sampler.sample(sum(len(c) for c in wanted))
         pools.append(pool)
         labels.append(predicted_classes(net, pool))
@@ -103,7 +105,8 @@ def samples_for_tasks(sampler: Sampler, scenario: Scenario, tasks: list[Task],
 
 
 def score_row(sampler: Sampler, scenario: Scenario, n_seen: int, net: TrainedFeatureNet,
-              prd: PRDSettings, device: torch.device, seed: int) -> dict[str, list[float | None]]:
+              prd: PRDSettings, device: torch.device, seed: int, max_pools: int = MAX_POOLS
+              ) -> dict[str, list[float | None]]:
     """FID, precision and recall for tasks 0..n_seen-1 (None for later tasks)."""
     net.net.to(device)
     extractor = FeatureExtractor(net.net).to(device)
@@ -113,7 +116,7 @@ def score_row(sampler: Sampler, scenario: Scenario, n_seen: int, net: TrainedFea
     with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda"
                                                 else []):
         torch.manual_seed(seed)
-        generated = samples_for_tasks(sampler, scenario, tasks, net, device)
+        generated = samples_for_tasks(sampler, scenario, tasks, net, device, max_pools)
         for j, (task, fake) in enumerate(zip(tasks, generated, strict=True)):
             real = scenario.pipeline.to_unit(task.test.x.to(device))
             fid = FrechetInceptionDistance(feature=extractor, input_img_size=scenario.input_shape,
