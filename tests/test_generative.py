@@ -279,6 +279,20 @@ def test_the_feature_net_is_seeded_and_leaves_the_run_random_stream_alone(tmp_pa
                                                    net.net.state_dict().values(), strict=True))
 
 
+
+def test_one_data_set_trains_one_feature_net_whatever_the_split(tmp_path):
+    """Runs of a sweep with other seeds (class orders) or settings must score in one space,
+    also when two of them train the feature net at the same time."""
+    settings = FeatureNetSettings(steps=5)
+    nets = [feature_net(split_digits(setting=setting, class_order=order, seed=seed), settings,
+                        tmp_path / name).net
+            for name, setting, order, seed in [("a", "class", "fixed", 0),
+                                               ("b", "class", "permuted", 3),
+                                               ("c", "task", "permuted", 4)]]
+    for net in nets[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(nets[0].state_dict().values(),
+                                                   net.state_dict().values(), strict=True))
+
 @pytest.mark.parametrize("setting", ["task", "class"])
 def test_grid_captions_the_classifiers_answer_as_the_rows_natural_class(setting):
     """Rows are natural classes; with a permuted class order the classifier's own labels are

@@ -80,14 +80,30 @@ class TrainedFeatureNet:
         return {"path": str(self.path), "test_acc": round(self.test_acc, 2)}
 
 
+def _content_keys(x: Tensor) -> Tensor:
+    """An integer per image that depends on its pixels alone (exact, no float rounding)."""
+    weights = torch.randint(1, 2**20, (x[0].numel(),), generator=torch.Generator().manual_seed(0))
+    keys = []
+    for i in range(0, len(x), 4096):
+        chunk = x[i:i + 4096].flatten(1).cpu()
+        if chunk.is_floating_point():
+            chunk = (chunk * 1e4).round()
+        keys.append((chunk.long() * weights).sum(1))
+    return torch.cat(keys)
+
+
 def _union(scenario: Scenario, which: str) -> tuple[Tensor, Tensor]:
+    """All tasks' images with natural labels, sorted by class and content: the same order
+    whatever the split, class order or seed, so one data set trains one feature net."""
     splits = []
     for task in scenario.tasks:
         for split in ((task.train, task.val) if which == "train" else (task.test,)):
             if split is not None:
                 splits.append(Split(split.x, scenario.natural_of(task, split.y), split.task))
     union = Split.cat(splits)
-    return union.x, union.y
+    order = torch.argsort(_content_keys(union.x), stable=True)
+    order = order[torch.argsort(union.y[order].cpu(), stable=True)]
+    return union.x[order.to(union.x.device)], union.y[order.to(union.y.device)]
 
 
 def _accuracy(net: LeNet, x: Tensor, y: Tensor, scenario: Scenario) -> float:
@@ -123,7 +139,8 @@ def train_feature_net(scenario: Scenario, settings: FeatureNetSettings) -> tuple
 
 def cache_path(scenario: Scenario, settings: FeatureNetSettings, data_dir: Path) -> Path:
     key = json.dumps({"data": scenario.data_key, "shape": list(scenario.input_shape),
-                      "classes": scenario.n_natural, "net": "lenet5-84", **asdict(settings)},
+                      "classes": scenario.n_natural, "net": "lenet5-84",
+                      "order": "class, content", **asdict(settings)},
                      sort_keys=True)
     digest = hashlib.sha1(key.encode()).hexdigest()[:12]
     return data_dir / "feature_nets" / f"{scenario.data_key}-{digest}.pt"
