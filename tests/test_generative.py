@@ -275,9 +275,12 @@ def test_the_feature_net_is_seeded_and_leaves_the_run_random_stream_alone(tmp_pa
     torch.manual_seed(12)  # another run's stream trains the same net
     again = feature_net(scenario, settings, tmp_path / "b")
     for net in (cached, again):
-        assert all(torch.equal(a, b) for a, b in zip(trained.net.state_dict().values(),
-                                                   net.net.state_dict().values(), strict=True))
+        assert same_weights(trained.net, net.net)
 
+
+def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(),
+                                                 b.state_dict().values(), strict=True))
 
 
 def test_one_data_set_trains_one_feature_net_whatever_the_split(tmp_path):
@@ -290,8 +293,8 @@ def test_one_data_set_trains_one_feature_net_whatever_the_split(tmp_path):
                                                ("b", "class", "permuted", 3),
                                                ("c", "task", "permuted", 4)]]
     for net in nets[1:]:
-        assert all(torch.equal(a, b) for a, b in zip(nets[0].state_dict().values(),
-                                                   net.state_dict().values(), strict=True))
+        assert same_weights(nets[0], net)
+
 
 @pytest.mark.parametrize("setting", ["task", "class"])
 def test_grid_captions_the_classifiers_answer_as_the_rows_natural_class(setting):
