@@ -18,7 +18,7 @@ from clrun.models.net import convnet, mlp
 from clrun.paths import config_dir
 from clrun.run import run
 from clrun.scenarios.digits import split_digits
-from tests.conftest import compose_cfg, interrupt_then_resume
+from tests.conftest import compose_cfg, interrupt_then_resume, run_cli
 
 DIGITS = split_digits(setting="task")
 
@@ -126,7 +126,8 @@ def test_supsup_weights_fixed_topk_share_and_one_hot_superposition():
                             if isinstance(m, SupermaskLayer)).weight, layer.weight)
 
 
-def test_supsup_one_shot_inference_finds_the_task_on_a_two_task_problem():
+@pytest.mark.parametrize("search", ["one_shot", "every_mask"])
+def test_supsup_inference_finds_the_task_on_a_two_task_problem(search):
     torch.manual_seed(0)
     scenario = split_digits(setting="domain")
     net = SupSupNet(mlp(scenario.input_shape, scenario.head_sizes, hidden_sizes=(128,)), 2,
@@ -140,7 +141,7 @@ def test_supsup_one_shot_inference_finds_the_task_on_a_two_task_problem():
     right = 0
     for t, images in ((0, scenario.tasks[0].test.x), (1, 16 - scenario.tasks[1].test.x)):
         images = images.float() / 16
-        right += sum(net.infer_task(images[i:i + 1], 2) == t for i in range(40))
+        right += sum(net.infer_task(images[i:i + 1], 2, search=search) == t for i in range(40))
     assert right >= 72  # of 80 single-image inferences
 
 
@@ -157,6 +158,58 @@ def test_supsup_class_il_shares_one_head_so_every_mask_trains_what_the_entropy_r
     use_superposition(net, torch.full((5,), 0.2))
     assert net.outputs(x, 0).shape == (4, 2)  # the entropy's units: trained by every mask
     use_task(net, None)
+
+
+def test_supsup_superfluous_units_train_low_and_steer_the_g_objective():
+    """The penalty turns cross-entropy over a task's units into cross-entropy over them and the
+    superfluous ones; after training those stay below the real units on the task's data."""
+    torch.manual_seed(0)
+    scenario = split_digits(setting="class")
+    units = [t.train.y.unique() for t in scenario.tasks]
+    net = SupSupNet(mlp(scenario.input_shape, scenario.head_sizes, hidden_sizes=(64,)), 5,
+                    "topk", 0.5, seed=0, shared_units=units, superfluous_units=6)
+    assert net.heads[0].weight.shape[0] == 2 + 6
+    x = scenario.tasks[1].train.x.float() / 16
+    y = scenario.tasks[1].train.y - units[1].min()  # labels within the task
+    real = net.forward_task(x, 1)
+    union = F.cross_entropy(net.outputs(x, 1), y)
+    with_term = F.cross_entropy(real, y) + net.take_superfluous_term() / len(x)
+    assert torch.allclose(with_term, union, atol=1e-5)
+    net.eval()
+    net.forward_task(x, 1)
+    assert net.take_superfluous_term() is None  # nothing collected outside training
+    net.train()
+    net.train_only(1)
+    params = [p for p in net.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=1e-2)
+    for _ in range(60):
+        loss = F.cross_entropy(net.forward_task(x, 1), y) + net.take_superfluous_term() / len(x)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        out = net.outputs(scenario.tasks[1].test.x.float() / 16, 1)
+    assert (out[:, 2:].max(1).values < out[:, :2].max(1).values).float().mean() > 0.95
+    use_task(net, None)
+    assert 0 <= net.infer_task(x[:1], 2, objective="superfluous") < 2
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["strategy.plugins.supsup.objective=superfluous"], "also set strategy.plugins.supsup."
+                                                        "superfluous_units"),
+    (["strategy.plugins.supsup.superfluous_units=8", "scenario.setting=task"],
+     "task-IL gives the task"),
+    (["strategy.plugins.supsup.superfluous_units=-1"], "whole number >= 0"),
+    (["strategy.plugins.supsup.inference=every_mask", "strategy.plugins.supsup.objective="
+      "superfluous", "strategy.plugins.supsup.superfluous_units=8"], "one_shot inference only"),
+    (["strategy.plugins.supsup.inference=twice"], "one_shot, every_mask"),
+])
+def test_supsup_inference_options_are_refused_in_one_line(tmp_path, overrides, message):
+    result = run_cli("strategy=supsup", "scenario.setting=class", "logger=none", *overrides,
+                     f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
 
 
 def test_hnet_chunks_cover_every_weight_once_and_the_regulariser():
@@ -270,9 +323,9 @@ def test_supsup_infers_each_batch_from_its_first_inference_images(tmp_path):
     seen = []
     original = SupSupNet.infer_task
 
-    def recording(net, x, n_learned):
+    def recording(net, x, *args):
         seen.append(len(x))
-        return original(net, x, n_learned)
+        return original(net, x, *args)
 
     SupSupNet.infer_task = recording
     try:
