@@ -1,0 +1,62 @@
+"""Why entropy-based task inference picks the mask it picks: for a finished SupSup run
+(domain- or class-IL), each learned mask's mean output entropy on every task's test images, and
+for what share of single images each mask has the lowest entropy (what `inference=every_mask`
+with one image chooses; the one-shot gradient approximates it).
+
+    python scripts/supsup_mask_entropies.py RUN_DIR
+
+RUN_DIR is a clrun run directory (its `.hydra/config.yaml` and last checkpoint are read).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from clrun.architectural.masks import use_task
+from clrun.architectural.supsup import SupSupNet
+from clrun.checkpoint import FILENAME, load_checkpoint
+from clrun.instantiate import build
+from clrun.paths import default_data_dir
+from clrun.run import build_classifier, build_plugins
+
+
+def mask_entropies(net: SupSupNet, x: torch.Tensor, n_masks: int) -> torch.Tensor:
+    """(mask, image) entropies of every output unit of each mask's network."""
+    rows = []
+    for t in range(n_masks):
+        use_task(net, t)
+        logits = net.outputs(x, t).float()
+        rows.append(-(F.softmax(logits, 1) * F.log_softmax(logits, 1)).sum(1))
+    use_task(net, None)
+    return torch.stack(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", type=Path)
+    run_dir = parser.parse_args().run_dir
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    data_dir = Path(cfg.data_dir).expanduser() if cfg.get("data_dir") else default_data_dir()
+    scenario = build(cfg.scenario, "scenario", seed=cfg.seed, data_dir=str(data_dir))
+    module = build_classifier(cfg, None, scenario, build_plugins(cfg.strategy))
+    state = load_checkpoint(run_dir / "checkpoints" / FILENAME)
+    module.net.load_state_dict(state["model"])
+    net = module.net.eval()
+    n_masks = int(state["stages_done"])
+    with torch.no_grad():
+        for task in scenario.tasks:
+            x = scenario.pipeline(task.test.x, train=False)
+            entropies = mask_entropies(net, x, n_masks)
+            lowest = torch.bincount(entropies.argmin(0), minlength=n_masks) / len(x) * 100
+            print(f"task {task.index}: mean entropy per mask "
+                  f"{[round(float(e), 3) for e in entropies.mean(1)]}; lowest for "
+                  f"{[round(float(s), 1) for s in lowest]} % of its images")
+
+
+if __name__ == "__main__":
+    main()
