@@ -192,6 +192,19 @@ def build_classifier(cfg: DictConfig, choices: dict[str, str] | None, scenario: 
     return module
 
 
+def finished_classifier(run_dir: Path) -> tuple[Any, ContinualModule, dict[str, Any]]:
+    """A classification run's scenario and network as its last checkpoint left them (eval
+    mode), rebuilt from its `.hydra/config.yaml`, and the checkpoint: for diagnostic scripts."""
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    data_dir = Path(cfg.data_dir).expanduser() if cfg.get("data_dir") else default_data_dir()
+    scenario = build(cfg.scenario, "scenario", seed=cfg.seed, data_dir=str(data_dir))
+    module = build_classifier(cfg, None, scenario, build_plugins(cfg.strategy))
+    state = load_checkpoint(run_dir / "checkpoints" / FILENAME)
+    module.net.load_state_dict(state["model"])
+    module.eval()
+    return scenario, module, state
+
+
 def save_plots(result: RunResult) -> list[Path]:
     """The accuracy matrix as a heatmap and each task's accuracy over time (classifiers)."""
     if result.metrics is None:

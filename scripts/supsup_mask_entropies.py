@@ -15,14 +15,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 
 from clrun.architectural.masks import use_task
 from clrun.architectural.supsup import SupSupNet
-from clrun.checkpoint import FILENAME, load_checkpoint
-from clrun.instantiate import build
-from clrun.paths import default_data_dir
-from clrun.run import build_classifier, build_plugins
+from clrun.run import finished_classifier
 
 
 def mask_entropies(net: SupSupNet, x: torch.Tensor, n_masks: int) -> torch.Tensor:
@@ -39,19 +35,12 @@ def mask_entropies(net: SupSupNet, x: torch.Tensor, n_masks: int) -> torch.Tenso
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path)
-    run_dir = parser.parse_args().run_dir
-    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
-    data_dir = Path(cfg.data_dir).expanduser() if cfg.get("data_dir") else default_data_dir()
-    scenario = build(cfg.scenario, "scenario", seed=cfg.seed, data_dir=str(data_dir))
-    module = build_classifier(cfg, None, scenario, build_plugins(cfg.strategy))
-    state = load_checkpoint(run_dir / "checkpoints" / FILENAME)
-    module.net.load_state_dict(state["model"])
-    net = module.net.eval()
+    scenario, module, state = finished_classifier(parser.parse_args().run_dir)
     n_masks = int(state["stages_done"])
     with torch.no_grad():
         for task in scenario.tasks:
             x = scenario.pipeline(task.test.x, train=False)
-            entropies = mask_entropies(net, x, n_masks)
+            entropies = mask_entropies(module.net, x, n_masks)
             lowest = torch.bincount(entropies.argmin(0), minlength=n_masks) / len(x) * 100
             print(f"task {task.index}: mean entropy per mask "
                   f"{[round(float(e), 3) for e in entropies.mean(1)]}; lowest for "
