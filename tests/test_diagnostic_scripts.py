@@ -1,0 +1,30 @@
+"""The diagnostic scripts read a finished run's directory (config and last checkpoint)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import run_cli
+
+SMALL = ("trainer.max_epochs=1", "model.hidden_sizes=[16]", "logger=none")
+
+
+@pytest.mark.parametrize("script,args,first_line", [
+    ("supsup_mask_entropies.py", ("strategy=supsup", "scenario.setting=class"),
+     "task 0: mean entropy per mask"),
+    ("bir_prior_modes.py", ("strategy=bir", "generator=vae", "metrics.generative=false",
+                            "generator.hidden_sizes=[16]", "generator.z_dim=4"),
+     "classes per task:"),
+])
+def test_script_reads_a_finished_run(tmp_path, script, args, first_line):
+    run_dir = tmp_path / "run"
+    trained = run_cli(*args, *SMALL, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    out = subprocess.run([sys.executable, f"scripts/{script}", str(run_dir)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert lines[0].startswith(first_line) and len(lines) >= 5
