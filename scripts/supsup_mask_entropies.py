@@ -14,22 +14,8 @@ import argparse
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from clrun.architectural.masks import use_task
-from clrun.architectural.supsup import SupSupNet
 from clrun.run import finished_classifier
-
-
-def mask_entropies(net: SupSupNet, x: torch.Tensor, n_masks: int) -> torch.Tensor:
-    """(mask, image) entropies of every output unit of each mask's network."""
-    rows = []
-    for t in range(n_masks):
-        use_task(net, t)
-        logits = net.outputs(x, t).float()
-        rows.append(-(F.softmax(logits, 1) * F.log_softmax(logits, 1)).sum(1))
-    use_task(net, None)
-    return torch.stack(rows)
 
 
 def main() -> None:
@@ -40,7 +26,7 @@ def main() -> None:
     with torch.no_grad():
         for task in scenario.tasks:
             x = scenario.pipeline(task.test.x, train=False)
-            entropies = mask_entropies(module.net, x, n_masks)
+            entropies = module.net.mask_entropies(x, n_masks)
             lowest = torch.bincount(entropies.argmin(0), minlength=n_masks) / len(x) * 100
             print(f"task {task.index}: mean entropy per mask "
                   f"{[round(float(e), 3) for e in entropies.mean(1)]}; lowest for "

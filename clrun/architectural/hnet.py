@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from clrun.architectural.conditioned import TaskConditionedNet
-from clrun.architectural.inference import TaskInferring, task_units
+from clrun.architectural.inference import TaskInferring, entropy, task_units
 from clrun.errors import ConfigError
 from clrun.models.net import ContinualNet, check_widths
 
@@ -173,7 +173,7 @@ class HNET(TaskInferring):
         for j in range(self.n_learned):
             logits = net.forward_task(x, j)[:, self.units[j].to(x.device)].float()
             candidates.append(logits)
-            entropies.append(-(F.softmax(logits, 1) * F.log_softmax(logits, 1)).sum(1))
+            entropies.append(entropy(logits))
         guess = torch.stack(entropies, 1).argmin(1)
         scores = torch.full((len(x), sum(net.head_sizes)), float("-inf"), device=x.device)
         for j in range(self.n_learned):

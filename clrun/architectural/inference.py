@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from clrun.plugin import StrategyPlugin
@@ -13,6 +14,12 @@ from clrun.plugin import StrategyPlugin
 if TYPE_CHECKING:
     from clrun.loop import TaskLoop
     from clrun.scenarios.base import Task
+
+
+def entropy(logits: Tensor) -> Tensor:
+    """Each sample's softmax entropy (in float32): the uncertainty task inference compares."""
+    logits = logits.float()
+    return -(F.softmax(logits, 1) * F.log_softmax(logits, 1)).sum(1)
 
 
 def task_units(scenario: Any) -> list[Tensor]:

@@ -37,11 +37,10 @@ import math
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from clrun.architectural.conditioned import TaskConditionedNet
-from clrun.architectural.inference import TaskInferring, task_units
+from clrun.architectural.inference import TaskInferring, entropy, task_units
 from clrun.architectural.masks import (
     MaskedLayer,
     masked_layers,
@@ -162,9 +161,7 @@ class SupSupNet(TaskConditionedNet):
         `every_mask`, the mask whose own output has the lowest mean entropy."""
         if search == "every_mask":
             with torch.no_grad():
-                entropies = [mean_entropy(self.outputs_of(x, t)) for t in range(n_learned)]
-            use_task(self, None)
-            return int(torch.stack(entropies).argmin())
+                return int(self.mask_entropies(x, n_learned).mean(1).argmin())
         alphas = torch.full((n_learned,), 1.0 / n_learned, device=x.device, requires_grad=True)
         use_superposition(self, alphas)
         with torch.enable_grad():
@@ -173,19 +170,20 @@ class SupSupNet(TaskConditionedNet):
                 real = torch.arange(logits.shape[1], device=x.device) < self.real_width
                 value = torch.where(real, logits.detach(), logits).logsumexp(1).mean()
             else:
-                value = mean_entropy(logits)
+                value = entropy(logits).mean()
             gradient, = torch.autograd.grad(value, alphas)
         use_task(self, None)
         return int(gradient.argmin())
 
-    def outputs_of(self, x: Tensor, t: int) -> Tensor:
-        """Every output unit of task t's mask (real and superfluous) in float32."""
-        use_task(self, t)
-        return self.outputs(x, t).float()
-
-
-def mean_entropy(logits: Tensor) -> Tensor:
-    return -(F.softmax(logits, 1) * F.log_softmax(logits, 1)).sum(1).mean()
+    def mask_entropies(self, x: Tensor, n_masks: int) -> Tensor:
+        """(mask, image): the entropy over every output unit (real and superfluous) of each of
+        the first `n_masks` masks' networks."""
+        rows = []
+        for t in range(n_masks):
+            use_task(self, t)
+            rows.append(entropy(self.outputs(x, t)))
+        use_task(self, None)
+        return torch.stack(rows)
 
 
 class SupSup(TaskInferring):
@@ -203,7 +201,6 @@ class SupSup(TaskInferring):
             raise ConfigError("strategy.plugins.supsup.objective", objective,
                               "one_shot inference only; inference=every_mask compares the "
                               "masks' own entropies (objective=entropy)")
-        self.inference = inference
         if isinstance(superfluous_units, bool) or not isinstance(superfluous_units, int) \
                 or superfluous_units < 0:
             raise ConfigError("strategy.plugins.supsup.superfluous_units", superfluous_units,
@@ -213,6 +210,7 @@ class SupSup(TaskInferring):
                               "reads the superfluous output units: also set "
                               "strategy.plugins.supsup.superfluous_units (e.g. 8)")
         self.objective, self.superfluous_units = objective, superfluous_units
+        self.inference = inference
         if not 0 < sparsity <= 1:
             raise ConfigError("strategy.plugins.supsup.sparsity", sparsity, "must be in (0, 1]")
         if inference_images < 1:
