@@ -110,11 +110,17 @@ class ContinualModule(pl.LightningModule):
             mask[seen_labels.to(self.device)] = True
             self.train_unit_mask = mask
 
-    def classification_loss(self, batch: Batch, logits: Tensor) -> Tensor:
-        logits = self.task_logits(logits, batch.task)
+    def training_logits(self, logits: Tensor, task: Tensor) -> Tensor:
+        """The logits training sees: `task_logits`, with the units of classes not seen yet at
+        -inf under `active_units=seen`. Importances (EWC's Fisher) use them too, as van de
+        Ven's code does with its active classes."""
+        logits = self.task_logits(logits, task)
         if self.train_unit_mask is not None:
             logits = logits.masked_fill(~self.train_unit_mask, float("-inf"))
-        return F.cross_entropy(logits, batch.y)
+        return logits
+
+    def classification_loss(self, batch: Batch, logits: Tensor) -> Tensor:
+        return F.cross_entropy(self.training_logits(logits, batch.task), batch.y)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         for plugin in self._extenders:

@@ -114,6 +114,34 @@ def test_expected_fisher_matches_a_per_sample_loop():
         assert torch.allclose(got[n], want[n], atol=1e-6)
 
 
+def test_fisher_uses_only_the_units_training_uses():
+    """Under active_units=seen (van de Ven's class-IL) the Fisher's softmax spans the seen
+    classes only, as his code's `allowed_classes`: unit 2 is masked, so the expected Fisher is
+    the per-sample loop over units 0-1, and the predicted label is never unit 2."""
+    torch.manual_seed(0)
+    net = ContinualNet(nn.Sequential(nn.Flatten(), nn.Linear(4, 5), nn.ReLU()), 5, [3])
+    module = ContinualModule(net, partial(torch.optim.SGD, lr=0.1), [], "class",
+                             active_units="seen")
+    module.activate_units(torch.tensor([0, 1]))
+    with torch.no_grad():
+        net.heads[0].bias[2] = 50.0  # the unseen unit would win every argmax and the softmax
+    split = tiny_split(n=6, classes=2)
+    got = expected_fisher(module, split, InputPipeline(), batch_size=4, reduction="mean")
+    want = {n: torch.zeros_like(p) for n, p in module.net.named_parameters()}
+    for i in range(6):
+        probs = torch.softmax(module.net(split.x[i:i + 1])[:, :2], 1)[0].detach()
+        for c in range(2):
+            module.net.zero_grad()
+            torch.log_softmax(module.net(split.x[i:i + 1])[:, :2], 1)[0, c].backward()
+            for n, p in module.net.named_parameters():
+                want[n] += probs[c] * p.grad.pow(2) / 6
+    for n in want:
+        assert torch.allclose(got[n], want[n], atol=1e-6)
+    assert got["heads.0.bias"][2] == 0 and got["heads.0.weight"][2].abs().sum() == 0
+    predicted = fisher(module, split, InputPipeline(), 6, labels="predicted", reduction="sum")
+    assert predicted["heads.0.bias"][:2].sum() > 0 and predicted["heads.0.bias"][2] == 0
+
+
 def test_ewc_importance_is_computed_on_the_finished_task_on_the_device():
     ewc = EWC(lambda_=1.0, mode="online", decay=0.0, reduction="sum")
     loop = make_loop([ewc], n_tasks=2, epochs=1)
