@@ -36,6 +36,11 @@ class JobRecord:
         """One line for a table: the error's first line, or the status."""
         return self.error.splitlines()[0] if self.error else self.status
 
+    def why_no(self, metric: str) -> str:
+        """Why this job adds no value of `metric` to its cell: it failed, has not finished, or
+        finished without recording the metric (a task-given method has no task inference)."""
+        return f"no {metric}" if self.status == "ok" else self.summary
+
 
 def _overrides(job_dir: Path) -> dict[str, str]:
     path = job_dir / ".hydra" / "overrides.yaml"
@@ -153,10 +158,10 @@ def sweep_rows(records: list[JobRecord], metric: str = "acc"
     extra = [m for m in GENERATIVE if m != metric and m in scalar_metrics(records)]
     rows = []
     for values, cell in group(records, keys, metric).items():
-        failures = "; ".join(f"{r.path.name}: {r.summary}" for r in cell.failed)
+        failures = "; ".join(f"{r.path.name}: {r.why_no(metric)}" for r in cell.failed)
         scores = [group(cell.done, [], m).get((), Cell()).describe() for m in extra]
         rows.append([*values, cell.describe(), *scores, str(len(cell.values)), failures])
-    return [*keys, metric, *extra, "runs", "failed"], rows
+    return [*keys, metric, *extra, "runs", "without a result"], rows
 
 
 def sweep_table(records: list[JobRecord], metric: str = "acc") -> str:

@@ -42,6 +42,8 @@ def test_sweep_table_groups_by_swept_keys_and_reports_failures(tmp_path):
     table = sweep_table(records)
     assert "| ewc | 85.00 ± 5.00 | 3 |" in table and "| si | 70.00 | 1 |" in table
     assert "3: scenario.n_tasks=3 is invalid" in table
+    inference = sweep_table(records, "task_inference_acc")  # finished, but never recorded it
+    assert "| ewc | — | 0 | 0: no task_inference_acc; 1: no task_inference_acc;" in inference
 
 
 def test_paper_table_names_failed_jobs_beside_the_cells_that_have_results(tmp_path):
@@ -184,7 +186,7 @@ def test_a_generative_sweep_with_an_unfinished_cell_still_tabulates(tmp_path):
             {"fid": fid, "precision": 0.5, "recall": 0.25, "config": {}}))
     write_job(tmp_path, 2, ["row=si"])  # still running: no metrics.json yet
     table = report(tmp_path, None, "markdown", None)
-    assert table.splitlines()[0] == "| row | fid | precision | recall | runs | failed |"
+    assert table.splitlines()[0] == "| row | fid | precision | recall | runs | without a result |"
     assert "| gr | 250.00 | 0.50 | 0.25 | 1 |" in table and "| si | — | — | — | 0 |" in table
 
 
