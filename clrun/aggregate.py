@@ -83,7 +83,8 @@ def swept_keys(records: list[JobRecord], exclude: tuple[str, ...] = NOT_AXES) ->
 
 @dataclass
 class Cell:
-    """The jobs of one group: the values of a metric and the jobs that failed."""
+    """The jobs of one group: the values of a metric and the jobs without one (failed,
+    unfinished, or finished without recording it)."""
 
     values: list[float] = field(default_factory=list)
     failed: list[JobRecord] = field(default_factory=list)

@@ -106,7 +106,8 @@ def compare(records: list[JobRecord], paper: str) -> list[Comparison]:
 def _ours(c: Comparison) -> str:
     if c.ours.mean is None:
         statuses = {r.status for r in c.ours.failed}
-        return "failed" if "failed" in statuses else "unfinished" if statuses else "not run"
+        return ("failed" if "failed" in statuses else "unfinished" if "missing" in statuses
+                else f"no {c.metric}" if statuses else "not run")
     failed = f", {len(c.ours.failed)} without result" if c.ours.failed else ""
     return f"{c.ours.describe()} (n={len(c.ours.values)}{failed})"
 

@@ -74,6 +74,15 @@ def test_paper_table_compares_and_flags(tmp_path):
     assert r"\begin{tabular}" in render_latex(list(comparisons.values()))
 
 
+def test_paper_table_names_a_finished_job_without_the_metric(tmp_path):
+    write_job(tmp_path, 0, ["row=intercontinet_sgd", "seed=1"], row="intercontinet_sgd",
+              acc=92.0)
+    metrics = tmp_path / "0" / "metrics.json"
+    metrics.write_text(metrics.read_text().replace('"acc": 92.0', '"acc": null'))
+    sgd = {(c.row, c.setting): c for c in compare(collect(tmp_path), "intercontinet_table2")}
+    assert "| sgd | no acc |" in render_markdown([sgd[("sgd", "task")]])
+
+
 def test_report_command_detects_the_paper(tmp_path, capsys):
     write_job(tmp_path, 0, ["row=intercontinet_sgd"], acc=92.0, row="intercontinet_sgd")
     assert main([str(tmp_path)]) == 0
