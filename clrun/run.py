@@ -29,9 +29,9 @@ from clrun.objective import check_learner, check_objective, check_trained_by
 from clrun.paths import default_data_dir
 from clrun.plots import save_accuracy_curves, save_matrix_heatmap
 from clrun.plugin import StrategyPlugin
-from clrun.report import run_title
 from clrun.results import RunResult, write_atomic, write_results
 from clrun.signals import sigterm_as_interrupt
+from clrun.summary import run_title
 from clrun.validate import validate
 
 if TYPE_CHECKING:

@@ -17,7 +17,7 @@ from clrun.generators.vae import VAE
 from clrun.loop import LoopSettings, TaskLoop
 from clrun.paths import default_data_dir
 from clrun.plugin import StrategyPlugin
-from clrun.report_cli import report
+from clrun.reporting.cli import report
 from clrun.run import run
 from clrun.scenarios.digits import split_digits
 from clrun.strategies.generative import GeneratorSelfReplay, LogCL, MultibandTraining

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import yaml
 
-from clrun.aggregate import collect, group, sweep_table, swept_keys
-from clrun.paper_table import compare, load_targets, render_latex, render_markdown
-from clrun.report_cli import main, report
+from clrun.reporting.aggregate import collect, group, sweep_table, swept_keys
+from clrun.reporting.cli import main, report
+from clrun.reporting.paper_table import compare, load_targets, render_latex, render_markdown
 from clrun.run import run
 from tests.conftest import compose_cfg
 from tests.test_scenarios import write_mnist_like
@@ -101,7 +101,7 @@ def test_paper_with_only_some_settings_renders(tmp_path):
 
 
 def test_reproduce_runs_the_sweep_and_prints_the_table(tmp_path, monkeypatch, capsys):
-    from clrun.reproduce import main as reproduce
+    from clrun.reporting.reproduce import main as reproduce
 
     monkeypatch.chdir(tmp_path)
     code = reproduce(["intercontinet_fmnist", "scenario=split_digits", "row=intercontinet_sgd",
@@ -123,7 +123,7 @@ def test_sweep_table_in_latex_and_a_misspelled_metric(tmp_path, capsys):
 
 
 def test_reproduce_help_lists_the_experiments(capsys):
-    from clrun.reproduce import main as reproduce
+    from clrun.reporting.reproduce import main as reproduce
 
     assert reproduce(["--help"]) == 0
     listed = capsys.readouterr().out
@@ -157,15 +157,15 @@ def test_plots_draw_the_sweep_and_the_paper_table(tmp_path, capsys):
 
 
 def test_seen_average_of_a_matrix_and_of_joint_training():
-    from clrun.report_plots import seen_average
+    from clrun.reporting.figures import seen_average
 
     assert seen_average([[90.0, 0.0], [40.0, 95.0]]) == [90.0, 67.5]
     assert seen_average([[80.0, 90.0]]) == [85.0]
 
 
 def test_a_cell_with_a_stated_reason_is_marked_apart_from_the_flags():
-    from clrun.aggregate import Cell
-    from clrun.paper_table import Comparison, Target
+    from clrun.reporting.aggregate import Cell
+    from clrun.reporting.paper_table import Comparison, Target
 
     unexplained = Comparison("ewc", "task", Cell([80.0]), Target(97.5, 0.1))
     explained = Comparison("interval", "task", Cell([85.0]),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from clrun.errors import ClrunError
 from clrun.paths import config_dir
-from clrun.report_cli import report
+from clrun.reporting.cli import report
 
 
 def experiments() -> list[str]:

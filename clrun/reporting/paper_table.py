@@ -15,8 +15,8 @@ import io
 from dataclasses import dataclass
 from importlib import resources
 
-from clrun.aggregate import Cell, JobRecord
 from clrun.errors import ClrunError
+from clrun.reporting.aggregate import Cell, JobRecord
 
 SETTINGS = ("task", "domain", "class")
 SETTING_TITLES = {"task": "task-IL", "domain": "domain-IL", "class": "class-IL"}

@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from clrun.aggregate import Cell, JobRecord
-from clrun.paper_table import Comparison
 from clrun.plots import draw_matrix, new_figure, save_figure
+from clrun.reporting.aggregate import Cell, JobRecord
+from clrun.reporting.paper_table import Comparison
 from clrun.results import write_atomic
 
 # panel title -> method label -> the jobs of that method

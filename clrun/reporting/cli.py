@@ -11,7 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from clrun.aggregate import (
+from clrun.errors import ClrunError
+from clrun.reporting.aggregate import (
     JobRecord,
     check_metric,
     collect,
@@ -21,8 +22,7 @@ from clrun.aggregate import (
     sweep_table,
     swept_keys,
 )
-from clrun.errors import ClrunError
-from clrun.paper_table import (
+from clrun.reporting.paper_table import (
     Comparison,
     available_papers,
     column_title,
@@ -75,7 +75,7 @@ def report(directory: Path, paper: str | None, fmt: str, metric: str | None,
 
 def _plots(plots_dir: Path, table: str, records: list[JobRecord],
            comparisons: list[Comparison] | None, metric: str = "acc") -> None:
-    from clrun.report_plots import write_report
+    from clrun.reporting.figures import write_report
 
     if comparisons is None:
         cells = group(records, swept_keys(records), metric)
