@@ -1,8 +1,9 @@
 """Checkpoints after every task, and resuming a killed run after its last finished task.
 
-A checkpoint holds the network, the optimizer state when it is kept across tasks, every
-plugin's state (buffers, importances, exemplars), the global RNG state and the accuracy rows so
-far: tensors and plain containers only, so it loads with `torch.load(weights_only=True)`.
+A checkpoint holds what the run is (strategy, generator, scenario, model), the network, the
+optimizer state when it is kept across tasks, every plugin's state (buffers, importances,
+exemplars), the global RNG state and the accuracy rows so far: tensors and plain containers
+only, so it loads with `torch.load(weights_only=True)`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def save_checkpoint(loop: TaskLoop, path: Path) -> None:
     """Write atomically, so a kill during the write leaves the previous checkpoint intact."""
     module = loop.module
     state = {
+        "identity": loop.settings.identity,
         "stages_done": loop.stages_done,
         "matrix": loop.matrix,
         "initial": loop.initial,

@@ -15,6 +15,14 @@ class ConfigError(ClrunError):
     def __init__(self, key: str, value: object, allowed: str) -> None:
         super().__init__(f"{key}={value!r} is invalid: {allowed}")
         self.key = key
+        self.allowed = allowed
+
+    def naming_option(self, option: str) -> ConfigError:
+        """The same error naming the config option a user typed (`generator=vae`) instead of
+        the class that option builds (`'VAE'`)."""
+        error = ConfigError(self.key, option, self.allowed)
+        error.args = (f"{self.key}={option} is invalid: {self.allowed}",)
+        return error
 
 
 class DataError(ClrunError):

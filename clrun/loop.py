@@ -57,6 +57,9 @@ class LoopSettings:
     drop_last: bool = False
     seed: int = 0
     trainer_kwargs: dict[str, Any] = field(default_factory=dict)
+    # what the run is (strategy, generator, scenario, model), kept in every checkpoint so that a
+    # resume with another is refused (clrun.run.check_same_run)
+    identity: dict[str, str | None] = field(default_factory=dict)
 
 
 def check_ranks_agree(trainer: pl.Trainer, row: list[float], what: str = "accuracy row"

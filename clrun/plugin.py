@@ -54,6 +54,9 @@ class StrategyPlugin(pl.Callback):
     #: what the method can train (`objective=`): a classifier, and/or a generator that is
     #: itself the learner (then `loop.module` is the generator and `loop.classifies` is False)
     objectives: tuple[str, ...] = ("classification",)
+    #: the plugin's key under `strategy.plugins` (`ewc`), set when built from the config, so
+    #: that messages name the option a user typed rather than the class
+    config_key: str | None = None
 
     def check(self, scenario: Scenario) -> None:
         """Raise a `ClrunError` if the method cannot run on this scenario."""
@@ -61,7 +64,7 @@ class StrategyPlugin(pl.Callback):
 
         if scenario.setting not in self.supported_settings:
             raise ConfigError("scenario.setting", scenario.setting,
-                              f"{type(self).__name__} supports only "
+                              f"strategy={self.config_key or type(self).__name__} supports only "
                               + ", ".join(self.supported_settings)
                               + f" (scenario.setting={self.supported_settings[0]})")
 

@@ -10,6 +10,8 @@ import logging
 import sys
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +66,7 @@ def build_plugins(strategy: DictConfig) -> list[StrategyPlugin]:
         if not isinstance(plugin, StrategyPlugin):
             raise ConfigError(f"strategy.plugins.{name}._target_", node._target_,
                               "must name a clrun StrategyPlugin subclass")
+        plugin.config_key = str(name)
         plugins.append(plugin)
     return plugins
 
@@ -152,9 +155,51 @@ def config_summary(cfg: DictConfig, choices: dict[str, str] | None) -> dict[str,
     return summary
 
 
-def resume_state(cfg: DictConfig, path: Path) -> dict[str, Any] | None:
+@contextmanager
+def errors_naming_options(choices: dict[str, str] | None) -> Iterator[None]:
+    """A plugin's refusal of the generator or model it was given names the option a user typed
+    (`generator=vae`), not the class that option built (`'VAE'`)."""
+    try:
+        yield
+    except ConfigError as error:
+        option = (choices or {}).get(error.key) if error.key in ("generator", "model") else None
+        if option is None:
+            raise
+        raise error.naming_option(option) from None
+
+
+def run_identity(cfg: DictConfig, choices: dict[str, str] | None) -> dict[str, str | None]:
+    """What a run is, as far as resuming goes: its strategy, generator, scenario and model
+    options (the class a node builds where no option was recorded)."""
+    def option(group: str, node: DictConfig | None) -> str | None:
+        if node is None:
+            return None
+        return str((choices or {}).get(group) or str(node.get("_target_")).rsplit(".", 1)[-1])
+
+    return {"strategy": strategy_label(cfg, choices),
+            "generator": option("generator", cfg.get("generator")),
+            "scenario": str(cfg.scenario.get("name") or option("scenario", cfg.scenario)),
+            "model": option("model", cfg.model)}
+
+
+def check_same_run(identity: dict[str, str | None], state: dict[str, Any], path: Path) -> None:
+    """Refuse to resume a checkpoint another strategy, generator, scenario or model wrote (its
+    states would not fit), before anything is trained or written."""
+    saved = state.get("identity") or {}  # checkpoints from before clrun recorded it: no check
+    differ = [key for key in identity if key in saved and saved[key] != identity[key]]
+    if differ:
+        then = " ".join(f"{key}={saved[key] or 'none'}" for key in differ)
+        now = " ".join(f"{key}={identity[key] or 'none'}" for key in differ)
+        raise ClrunError(f"cannot resume: the checkpoint at {path} was written by {then}, this "
+                         f"run has {now}; resume with {then}, or start a new run directory "
+                         "(another hydra.run.dir); the checkpoint is left as it was")
+
+
+def resume_state(cfg: DictConfig, path: Path, identity: dict[str, str | None]
+                 ) -> dict[str, Any] | None:
     """The checkpoint at `path` when resuming. `resume=true` refuses a run directory without
-    one (a mistyped directory would silently start over); `resume=auto` starts from task 0."""
+    one (a mistyped directory would silently start over); `resume=auto` starts from task 0.
+    A checkpoint of another run (`identity`) is refused."""
     mode = cfg.get("resume")
     if mode is False or mode is None:
         return None
@@ -167,6 +212,7 @@ def resume_state(cfg: DictConfig, path: Path) -> dict[str, Any] | None:
                          "hydra.run.dir (the run directory to continue), or use resume=auto "
                          "to start from task 0 when there is none")
     state = load_checkpoint(path)
+    check_same_run(identity, state, path)
     print(f"clrun: resuming from {path} after task {state['stages_done'] - 1}", file=sys.stderr)
     return state
 
@@ -189,6 +235,22 @@ def build_classifier(cfg: DictConfig, choices: dict[str, str] | None, scenario: 
                              lr_gamma=cfg.train.get("lr_gamma", 0.1))
     for plugin in plugins:
         plugin.extend_model(module, scenario)
+    return module
+
+
+def build_learner(cfg: DictConfig, choices: dict[str, str] | None, scenario: Any,
+                  plugins: list[StrategyPlugin], objective: str) -> ContinualModule | Generator:
+    """The classifier, or under `objective=generative` the generator the plugins train."""
+    if objective != "generative":
+        return build_classifier(cfg, choices, scenario, plugins)
+    strategy = strategy_label(cfg, choices)
+    module = build_generator(cfg, scenario)
+    for plugin in plugins:
+        module = plugin.wrap_learner(
+            module, lambda **overrides: build_generator(cfg, scenario, **overrides))
+    check_learner(module, plugins, strategy)
+    for plugin in plugins:
+        plugin.check(scenario)
     return module
 
 
@@ -231,24 +293,18 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None,
     strategy = strategy_label(cfg, choices)
     objective = check_objective(cfg.get("objective", "classification"), plugins, strategy,
                                 cfg.get("generator") is not None)
-    if objective == "generative":
-        module = build_generator(cfg, scenario)
-        for plugin in plugins:
-            module = plugin.wrap_learner(
-                module, lambda **overrides: build_generator(cfg, scenario, **overrides))
-        check_learner(module, plugins, strategy)
-        for plugin in plugins:
-            plugin.check(scenario)
-    else:
-        module = build_classifier(cfg, choices, scenario, plugins)
-    settings = LoopSettings(stream=cfg.strategy.get("stream", "sequential"),
+    with errors_naming_options(choices):
+        module = build_learner(cfg, choices, scenario, plugins, objective)
+    identity = run_identity(cfg, choices)
+    settings = LoopSettings(
+stream=cfg.strategy.get("stream", "sequential"),
                             batch_size=batch_size(cfg),
                             eval_batch_size=cfg.train.eval_batch_size,
                             drop_last=cfg.train.drop_last, seed=cfg.seed,
-                            trainer_kwargs=trainer_kwargs(cfg))
+                            trainer_kwargs=trainer_kwargs(cfg), identity=identity)
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = run_dir / "checkpoints" / FILENAME
-    state = resume_state(cfg, checkpoint)
+    state = resume_state(cfg, checkpoint, identity)
     loggers = build_loggers(cfg.get("logger"), run_dir,
                             OmegaConf.to_container(cfg, resolve=True), group,
                             resumed=Resumed.of(state))
@@ -262,7 +318,7 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None,
                         generative=generative)
         started = time.perf_counter()
         try:
-            with sigterm_as_interrupt():
+            with sigterm_as_interrupt(), errors_naming_options(choices):
                 loop.run(state)
         except KeyboardInterrupt:  # outside a task's fit (Lightning handles it inside)
             raise Interrupted(len(loop.matrix), loop.checkpoint_path) from None

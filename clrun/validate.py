@@ -13,9 +13,39 @@ from clrun.loop import STREAMS
 from clrun.scenarios.base import SETTINGS
 
 
-def _positive_int(key: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(key, value, "must be a positive integer")
+def _positive_int(key: str, value: object, least: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ConfigError(key, value, "must be a positive integer" if least == 1
+                          else f"must be an integer of at least {least}")
+
+
+def _positive_number(key: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigError(key, value, "must be a positive number")
+
+
+def _boolean(key: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(key, value, "use one of: true, false")
+
+
+def check_metrics(metrics: DictConfig) -> None:
+    """The generative metrics' settings, read only after a task has trained: a bad one would
+    otherwise fail (or hang in k-means) after the training it was meant to score."""
+    if metrics.get("generative") not in ("auto", True, False):
+        raise ConfigError("metrics.generative", metrics.get("generative"),
+                          "use one of: auto, true, false")
+    _boolean("metrics.sample_grids", metrics.get("sample_grids"))
+    _positive_int("metrics.max_pools", metrics.get("max_pools"))
+    prd = metrics.prd
+    _positive_int("metrics.prd.clusters", prd.get("clusters"), least=2)
+    _positive_int("metrics.prd.angles", prd.get("angles"), least=3)
+    _positive_int("metrics.prd.runs", prd.get("runs"))
+    net = metrics.feature_net
+    _positive_int("metrics.feature_net.steps", net.get("steps"))
+    _positive_int("metrics.feature_net.batch_size", net.get("batch_size"))
+    _positive_number("metrics.feature_net.lr", net.get("lr"))
+    _positive_int("metrics.feature_net.seed", net.get("seed"), least=0)
 
 
 def check_trainer(trainer: DictConfig) -> None:
@@ -48,9 +78,15 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("strategy.stream", cfg.strategy.stream,
                           "use one of: " + ", ".join(STREAMS))
     check_trainer(cfg.trainer)
-    lr = cfg.optimizer.get("lr")
-    if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0:
-        raise ConfigError("optimizer.lr", lr, "must be a positive number")
+    _positive_number("optimizer.lr", cfg.optimizer.get("lr"))
+    _positive_number("train.lr_gamma", cfg.train.get("lr_gamma"))
+    for key in ("drop_last", "reset_optimizer"):
+        _boolean(f"train.{key}", cfg.train.get(key))
+    _boolean("checkpoint", cfg.get("checkpoint"))
+    _positive_int("memory_size", cfg.get("memory_size"), least=0)
+    if cfg.get("torch_threads") is not None:
+        _positive_int("torch_threads", cfg.torch_threads)
+    check_metrics(cfg.metrics)
     milestones = cfg.train.get("lr_milestones")
     if milestones is not None and (
             not all(isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in milestones)

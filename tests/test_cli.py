@@ -68,6 +68,12 @@ BAD_VALUES = [
     ("strategy.plugins.ewc.fisher_labels=maybe", "fisher_labels='maybe' is invalid"),
     ("model.hidden_sizes=[-5]", "model.hidden_sizes=[-5] is invalid: every width must be"),
     ("train.lr_milestones=[90,50]", "train.lr_milestones=[90, 50] is invalid"),
+    # read only when a generator is scored, after a task has trained: checked up front
+    ("metrics.prd.clusters=0", "metrics.prd.clusters=0 is invalid: must be an integer of at "
+                               "least 2"),
+    ("metrics.feature_net.lr=0", "metrics.feature_net.lr=0 is invalid"),
+    ("train.lr_gamma=0", "train.lr_gamma=0 is invalid"),
+    ("memory_size=-1", "memory_size=-1 is invalid"),
 ]
 
 

@@ -99,9 +99,8 @@ def generative_evaluation(mode: Any, metrics_cfg: Any, plugins: list[StrategyPlu
                           learner: Sampler | None = None) -> GenerativeEvaluation | None:
     """The evaluation `metrics.generative` asks for: `auto` (on when a strategy has a
     generator), true (it must have one) or false. `learner`: the generator that
-    `objective=generative` trains, which is always scored."""
-    if mode not in ("auto", True, False):
-        raise ConfigError("metrics.generative", mode, "use one of: auto, true, false")
+    `objective=generative` trains, which is always scored. The settings' values were
+    checked by `clrun.validate.check_metrics`."""
     if learner is not None:
         if mode is False:
             raise ConfigError("metrics.generative", mode, "objective=generative is measured by "
@@ -116,11 +115,7 @@ def generative_evaluation(mode: Any, metrics_cfg: Any, plugins: list[StrategyPlu
         raise ConfigError("metrics.generative", mode, "the strategy has no generator to score; "
                           "use a generator strategy (dgr, dgr_distill, rtf, bir) or "
                           "metrics.generative=false")
-    max_pools = metrics_cfg.max_pools
-    if isinstance(max_pools, bool) or not isinstance(max_pools, int) or max_pools < 1:
-        raise ConfigError("metrics.max_pools", max_pools, "use a whole number of at least 1 "
-                          "(pools an unconditional generator draws to find each class)")
     net = feature_net(scenario, FeatureNetSettings(**metrics_cfg.feature_net), data_dir)
     return GenerativeEvaluation(sampler, net, PRDSettings(**metrics_cfg.prd),
                                 run_dir / "samples" if metrics_cfg.sample_grids else None, seed,
-                                max_pools)
+                                metrics_cfg.max_pools)

@@ -1,0 +1,48 @@
+"""Mistakes found by trying what a user would type: each is one line naming what is wrong
+(by the option's name), exit 2, before anything is trained or overwritten."""
+
+from __future__ import annotations
+
+from tests.conftest import compose_cfg, run_cli
+from tests.test_cli import one_line_error
+
+TINY_DGR = ("strategy=dgr", "generator=vae", "scenario.n_tasks=2", "trainer.max_epochs=1",
+            "metrics.generative=false", "logger=none")
+
+
+def test_the_generators_optimizer_follows_the_classifiers_unless_set():
+    cfg = compose_cfg("strategy=dgr", "generator=vae", "optimizer=sgd", "optimizer.lr=0.1",
+                      "optimizer.momentum=0.9")
+    assert cfg.generator.optimizer._target_ == "torch.optim.SGD"
+    assert cfg.generator.optimizer.lr == 0.1 and cfg.generator.optimizer.momentum == 0.9
+    own = compose_cfg("strategy=dgr", "generator=vae", "generator.optimizer.lr=0.0005")
+    assert own.generator.optimizer.lr == 0.0005 and own.optimizer.lr == 0.001
+    assert list(own.generator.optimizer.betas) == list(own.optimizer.betas)
+    experiment = compose_cfg("experiment=binplay_mnist")  # its optimizer.lr reaches the AE
+    assert experiment.generator.optimizer.lr == experiment.optimizer.lr == 0.002
+
+
+def test_resuming_with_another_strategy_is_one_line_and_keeps_the_checkpoint(tmp_path):
+    first = run_cli("hydra.run.dir=run", *TINY_DGR, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    checkpoint = tmp_path / "run" / "checkpoints" / "checkpoint.pt"
+    before = checkpoint.read_bytes()
+    refused = run_cli("hydra.run.dir=run", "strategy=ewc", "resume=true", "logger=none",
+                      "scenario.n_tasks=2", cwd=tmp_path)
+    line = one_line_error(refused)
+    assert "written by strategy=dgr generator=vae, this run has strategy=ewc generator=none" in line
+    assert checkpoint.read_bytes() == before
+    other_model = run_cli("hydra.run.dir=run", *TINY_DGR, "model=convnet", "resume=true",
+                          cwd=tmp_path)
+    assert "model=mlp, this run has model=convnet" in one_line_error(other_model)
+    assert checkpoint.read_bytes() == before
+
+
+def test_a_generator_a_strategy_refuses_is_named_by_its_option(tmp_path):
+    out = run_cli("hydra.run.dir=run", "strategy=binplay", "generator=vae", "logger=none",
+                  cwd=tmp_path)
+    assert one_line_error(out).startswith("clrun: error: generator=vae is invalid: "
+                                          "strategy=binplay decodes")
+    setting = run_cli("hydra.run.dir=run", "strategy=pnn", "scenario.setting=class",
+                      "logger=none", cwd=tmp_path)
+    assert "strategy=pnn supports only task" in one_line_error(setting)
