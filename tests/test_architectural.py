@@ -194,6 +194,7 @@ def test_supsup_superfluous_units_train_low_and_steer_the_g_objective():
     assert 0 <= net.infer_task(x[:1], 2, objective="superfluous") < 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides,message", [
     (["strategy.plugins.supsup.objective=superfluous"], "also set strategy.plugins.supsup."
                                                         "superfluous_units"),
@@ -205,6 +206,7 @@ def test_supsup_superfluous_units_train_low_and_steer_the_g_objective():
     (["strategy.plugins.supsup.inference=twice"], "one_shot, every_mask"),
 ])
 def test_supsup_inference_options_are_refused_in_one_line(tmp_path, overrides, message):
+    """Slow (~16 s): the real clrun in a subprocess, importing torch."""
     result = run_cli("strategy=supsup", "scenario.setting=class", "logger=none", *overrides,
                      f"hydra.run.dir={tmp_path}", cwd=tmp_path)
     assert result.returncode != 0 and "Traceback" not in result.stderr

@@ -47,8 +47,10 @@ def test_every_strategy_runs_on_the_reduced_resnet(tmp_path, strategy):
     assert len(result.matrix) == 2 and 0 <= result.metrics.acc <= 100
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["ewc", "er", "lwf"])
 def test_strategies_run_on_the_alexnet(tmp_path, strategy):
+    """Slow (~9 s): trains networks end to end in-process."""
     write_cifar(tmp_path, 10, n_train=20, n_test=10)
     cfg = compose_cfg(f"strategy={strategy}", "scenario=split_cifar10", "model=alexnet",
                       f"data_dir={tmp_path}", "scenario.n_tasks=2", "scenario.setting=task",
@@ -57,7 +59,9 @@ def test_strategies_run_on_the_alexnet(tmp_path, strategy):
     assert len(result.matrix) == 2
 
 
+@pytest.mark.slow
 def test_split_cifar_trains_the_reduced_resnet_unless_a_model_is_named(tmp_path):
+    """Slow (~23 s): the real clrun in 2 subprocesses, each importing torch."""
     write_cifar(tmp_path, 10, n_train=20, n_test=10)
     common = ("scenario=split_cifar10", f"data_dir={tmp_path}", "trainer.max_epochs=1", *FAST)
     out = run_cli("strategy=ewc", "hydra.run.dir=default", *common, cwd=tmp_path)
@@ -68,7 +72,9 @@ def test_split_cifar_trains_the_reduced_resnet_unless_a_model_is_named(tmp_path)
     assert read_metrics(tmp_path / "named")["config"]["model"] == "mlp"
 
 
+@pytest.mark.slow
 def test_interval_alexnet_bounds_hold_and_its_centres_are_the_alexnet():
+    """Slow (~8 s): trains networks end to end in-process."""
     import copy
 
     from clrun.models.interval import interval_alexnet
@@ -93,7 +99,9 @@ def test_interval_alexnet_bounds_hold_and_its_centres_are_the_alexnet():
     assert bool((lower <= out + 1e-4).all() and (out <= upper + 1e-4).all())
 
 
+@pytest.mark.slow
 def test_interval_strategy_runs_on_the_interval_alexnet(tmp_path):
+    """Slow (~20 s): trains networks end to end in-process."""
     write_cifar(tmp_path, 10, n_train=20, n_test=10)
     cfg = compose_cfg("strategy=interval", "scenario=split_cifar10", "model=interval_alexnet",
                       f"data_dir={tmp_path}", "scenario.n_tasks=2", "scenario.setting=task",

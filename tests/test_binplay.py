@@ -85,7 +85,9 @@ def test_the_classifier_trains_on_decoded_codes_of_every_task_equally():
     assert generator.task_sizes == [len(first.train), n] and generator.tasks_learned == 2
 
 
+@pytest.mark.slow
 def test_binplay_remembers_earlier_classes_where_fine_tuning_forgets(tmp_path):
+    """Slow (~27 s): the real clrun in a subprocess, importing torch."""
     common = ("scenario.n_tasks=2", "trainer.max_epochs=8", "logger=none")
     binplay, naive = run_clis(
         ("strategy=binplay", "generator=binary_ae", "generator.architecture=fc",
@@ -99,7 +101,9 @@ def test_binplay_remembers_earlier_classes_where_fine_tuning_forgets(tmp_path):
     assert ours["fid"] is not None and (tmp_path / "binplay" / "samples" / "task_1.png").exists()
 
 
+@pytest.mark.slow
 def test_binplay_interrupted_and_resumed_ends_with_the_same_metrics(tmp_path):
+    """Slow (~8 s): trains networks end to end in-process."""
     args = ("strategy=binplay", *SMALL_AE, "generator.pretrain_epochs=2",
             "generator.decoder_epochs=2", "generator.code_warmup_epochs=1",
             "trainer.max_epochs=2", "metrics.sample_grids=false", "logger=none", "seed=3")

@@ -27,7 +27,9 @@ def test_default_run_prints_the_matrix_and_writes_metrics(tmp_path):
     assert csv_lines[0].startswith("after_stage,task_0") and len(csv_lines) == 6
 
 
+@pytest.mark.slow
 def test_joint_training_clearly_beats_fine_tuning_in_class_il(tmp_path):
+    """Slow (~12 s): the real clrun in a subprocess, importing torch."""
     naive, joint = run_clis(
         ("hydra.run.dir=naive", "strategy=naive", "scenario.setting=class", "logger=none"),
         ("hydra.run.dir=joint", "strategy=joint", "scenario.setting=class", "logger=none"),
@@ -38,7 +40,9 @@ def test_joint_training_clearly_beats_fine_tuning_in_class_il(tmp_path):
     assert naive_acc < 30 and joint_acc > 85
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_metrics(tmp_path):
+    """Slow (~18 s): the real clrun in a subprocess, importing torch."""
     outs = run_clis(*[(f"hydra.run.dir={name}", f"seed={seed}", "strategy=ewc", *FAST)
                       for name, seed in (("a", 7), ("b", 7), ("c", 8))], cwd=tmp_path)
     assert all(out.returncode == 0 for out in outs), [out.stderr for out in outs]
@@ -93,14 +97,17 @@ def test_bad_values_are_refused_before_training(tmp_path, override, needle):
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("override,needle", [BAD_VALUES[1], BAD_VALUES[6]])
 def test_bad_values_fail_before_training_with_one_line(tmp_path, override, needle):
-    """The CLI turns a refusal (from `run` or from its command-line checks) into one line."""
+    """The CLI turns a refusal (from `run` or from its command-line checks) into one line.
+    Slow (~8 s): the real clrun in a subprocess, importing torch."""
     out = run_cli("hydra.run.dir=run", "logger=none", *with_strategy(override), cwd=tmp_path)
     assert needle in one_line_error(out)
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,needle", [
     (["strategy=ewcc"], "strategy=ewcc is not an option; did you mean strategy=ewc?"),
     (["experiment=intercontinet"], "did you mean experiment=intercontinet_fmnist?"),
@@ -116,6 +123,7 @@ def test_bad_values_fail_before_training_with_one_line(tmp_path, override, needl
     (["-m", "strategy=ewcc,si"], "strategy=ewcc is not an option"),
 ])
 def test_hydra_and_trainer_mistakes_are_one_line(tmp_path, args, needle):
+    """Slow (~10 s): the real clrun in a subprocess, importing torch."""
     if "trainer=gpu" in args:
         import torch
 
@@ -126,7 +134,9 @@ def test_hydra_and_trainer_mistakes_are_one_line(tmp_path, args, needle):
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_unwritable_run_directory_is_one_line(tmp_path):
+    """Slow (~12 s): the real clrun in a subprocess, importing torch."""
     (tmp_path / "a_file").write_text("")
     single, sweep = run_clis(("hydra.run.dir=a_file/run", "logger=none"),
                              ("-m", "hydra.sweep.dir=a_file/sweep", "seed=1,2", "logger=none"),
@@ -136,7 +146,9 @@ def test_unwritable_run_directory_is_one_line(tmp_path):
     assert "choose another with hydra.sweep.dir=" in one_line_error(sweep)
 
 
+@pytest.mark.slow
 def test_combined_strategies_are_named_together(tmp_path):
+    """Slow (~10 s): the real clrun in a subprocess, importing torch."""
     out = run_cli("hydra.run.dir=run", "strategy=[ewc,lwf]", "trainer.max_epochs=1",
                   "logger=none", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -145,7 +157,9 @@ def test_combined_strategies_are_named_together(tmp_path):
     assert config["strategy"] == "ewc+lwf" and config["plugins"] == ["ewc", "lwf"]
 
 
+@pytest.mark.slow
 def test_redirected_output_is_plain_and_unwrapped(tmp_path):
+    """Slow (~10 s): the real clrun in a subprocess, importing torch."""
     out = run_cli("hydra.run.dir=a_rather_long_run_directory_name/that_goes/on_and_on",
                   "scenario.n_tasks=10", "trainer.max_epochs=1", "logger=none", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -158,18 +172,22 @@ def test_redirected_output_is_plain_and_unwrapped(tmp_path):
     assert next(line for line in lines if line.startswith("task 0 ")).split()[2] == "100.0"
 
 
+@pytest.mark.slow
 def test_misspelled_plugin_parameter_is_one_line(tmp_path):
+    """Slow (~10 s): the real clrun in a subprocess, importing torch."""
     out = run_cli("strategy=ewc", "+strategy.plugins.ewc.lamda=3", cwd=tmp_path)
     assert out.returncode == 2
     assert "unexpected keyword argument 'lamda'" in out.stderr
     assert "Traceback" not in out.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scenario,start", [
     ("split_mnist", "clrun: error: MNIST not found (looked in"),
     ("split_cifar10", "clrun: error: CIFAR-10 not found in"),
 ])
 def test_missing_data_is_one_line_exit_2(tmp_path, scenario, start):
+    """Slow (~10 s): the real clrun in a subprocess, importing torch."""
     (tmp_path / "empty").mkdir()
     out = run_cli(f"scenario={scenario}", f"data_dir={tmp_path / 'empty'}", cwd=tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr
@@ -187,7 +205,9 @@ def test_help_and_cfg_job(tmp_path):
     assert out.returncode == 0 and "clrun.strategies.regularization.EWC" in out.stdout
 
 
+@pytest.mark.slow
 def test_multirun_returns_acc_and_keeps_going_after_a_failing_job(tmp_path):
+    """Slow (~25 s): the real clrun in 2 subprocesses, each importing torch."""
     out = run_cli("-m", "hydra.sweep.dir=sweep", "scenario.n_tasks=3,5", *FAST, cwd=tmp_path)
     assert out.returncode == 1, out.stderr  # after every job ran: the failure is visible
     assert (tmp_path / "sweep" / "1" / "metrics.json").exists()
@@ -207,7 +227,9 @@ def test_split_fmnist_end_to_end_on_real_data(tmp_path):
     assert metrics["acc"] > 80  # task-IL split Fashion-MNIST is easy after one epoch
 
 
+@pytest.mark.slow
 def test_optuna_preset_maximises_acc(tmp_path):
+    """Slow (~20 s): the real clrun in a subprocess, importing torch."""
     out = run_cli("-m", "hydra/sweeper=optuna_acc", "hydra.sweeper.n_trials=2",
                   "hydra.sweep.dir=opt", "strategy=ewc",
                   "strategy.plugins.ewc.lambda_=tag(log, interval(1, 100000))", *FAST,
@@ -248,3 +270,18 @@ def test_a_key_fixed_on_the_command_line_replaces_the_experiments_sweep_of_it():
     with pytest.raises(ClrunError, match="robust_lambda is not a config key"):
         check_command_line(str(config_dir()), "config", None, overrides[:1] + overrides[2:],
                            multirun=True, will_run=True)
+
+
+@pytest.mark.slow
+def test_submitit_local_sweep_runs_the_slurm_code_path_and_reports(tmp_path):
+    """Slow (~25 s): two jobs each in its own submitit process, as on SLURM without a
+    scheduler; clrun-report then collects both."""
+    from clrun.reporting.cli import report
+
+    out = run_cli("-m", "hydra/launcher=submitit_local", "seed=1,2", "scenario.n_tasks=2",
+                  "trainer.max_epochs=1", "logger=none", "hydra.sweep.dir=sweep", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert any((tmp_path / "sweep" / ".submitit").rglob("*_result.pkl"))
+    assert [read_metrics(tmp_path / "sweep" / job)["config"]["seed"] for job in "01"] == [1, 2]
+    table = report(tmp_path / "sweep", None, "markdown", None)
+    assert "| 2 |" in table, table

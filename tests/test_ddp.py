@@ -14,6 +14,7 @@ from tests.conftest import STRATEGY_OVERRIDES, read_metrics, run_cli
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["ewc", "er", "[si,lwf]", "dgr", "binplay"])
 def test_ddp_cpu_two_task_run_agrees_on_both_ranks(tmp_path, strategy):
+    """Slow (~20 s): two DDP processes (gloo), each importing torch and training."""
     # dgr, binplay: each rank's generator, trained under DDP, is compared after every task too
     # (binplay: and each rank gives the images the same codes, or the classifiers would differ)
     extra = {"dgr": ["generator=vae", "metrics.generative=false"],
@@ -36,7 +37,9 @@ def test_rank_disagreement_is_detected():
         check_ranks_agree(trainer, [90.0, 10.0])
 
 
+@pytest.mark.slow
 def test_multirun_with_ddp_is_refused_in_one_line(tmp_path):
+    """Slow (~14 s): the real clrun in a subprocess, importing torch."""
     out = run_cli("-m", "trainer=ddp_cpu", "seed=1,2", cwd=tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.startswith("clrun: error: DDP re-launches the command line")
@@ -52,6 +55,7 @@ def test_multirun_with_ddp_is_refused_in_one_line(tmp_path):
      "trainer.max_epochs=2", "strategy.plugins.pnn_abc.fit_tolerance=100"],
 ], ids=["vae_si_replay", "multiband", "pnn_abc"])
 def test_ddp_cpu_generator_as_the_learner_agrees_on_both_ranks(tmp_path, extra):
+    """Slow (~22 s): two DDP processes (gloo), each importing torch and training."""
     # the generator's weights are all-gathered and compared after every task
     out = run_cli("hydra.run.dir=run", "trainer=ddp_cpu", "objective=generative", *extra,
                   "scenario.n_tasks=2", "metrics.prd.runs=1", "logger=none", cwd=tmp_path)

@@ -12,6 +12,7 @@ from tests.conftest import run_cli
 SMALL = ("trainer.max_epochs=1", "model.hidden_sizes=[16]", "logger=none")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script,args,first_line", [
     ("supsup_mask_entropies.py", ("strategy=supsup", "scenario.setting=class"),
      "task 0: mean entropy per mask"),
@@ -20,6 +21,7 @@ SMALL = ("trainer.max_epochs=1", "model.hidden_sizes=[16]", "logger=none")
      "classes per task:"),
 ])
 def test_script_reads_a_finished_run(tmp_path, script, args, first_line):
+    """Slow (~19 s): the real clrun in 2 subprocesses, each importing torch."""
     run_dir = tmp_path / "run"
     trained = run_cli(*args, *SMALL, f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import read_metrics, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN = "+strategy.plugins.shrink._target_=tests.example_plugin.shrink.ShrinkHeads"
 
 
+@pytest.mark.slow
 def test_own_plugin_needs_its_package_allowed(tmp_path):
+    """Slow (~16 s): the real clrun in 2 subprocesses, each importing torch."""
     refused = run_cli("hydra.run.dir=run", PLUGIN, "logger=none", cwd=tmp_path,
                       env={"PYTHONPATH": str(REPO)})
     assert refused.returncode == 2 and "CLRUN_ALLOWED_TARGETS" in refused.stderr

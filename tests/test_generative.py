@@ -205,7 +205,9 @@ def test_dgr_beats_fine_tuning_in_class_il_and_keeps_earlier_classes(tmp_path, f
         assert grid.read_bytes().startswith(b"\x89PNG")
 
 
+@pytest.mark.slow
 def test_a_generator_strategy_without_a_generator_is_one_line(tmp_path):
+    """Slow (~10 s): the real clrun in a subprocess, importing torch."""
     out = run_cli("strategy=dgr", "hydra.run.dir=run", "logger=none", cwd=tmp_path)
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 2 and len(lines) == 1, out.stderr[-2000:]

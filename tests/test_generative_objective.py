@@ -41,7 +41,9 @@ def generator_loop(plugins, epochs=3, n_tasks=5):
     return TaskLoop(scenario, generator, plugins, settings)
 
 
+@pytest.mark.slow
 def test_the_generator_is_the_learner_from_the_cli(tmp_path):
+    """Slow (~12 s): the real clrun in a subprocess, importing torch."""
     out = run_cli(*LEARNER, "strategy=generative_replay", "hydra.run.dir=run", *FAST,
                   cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -83,7 +85,9 @@ def test_objective_mistakes_fail_before_training(tmp_path, args, needle):
     assert not (tmp_path / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_a_classifier_strategy_under_the_generative_objective_is_one_line(tmp_path):
+    """Slow (~6 s): the real clrun in a subprocess, importing torch."""
     out = run_cli("objective=generative", "generator=vae", "strategy=gem", "logger=none",
                   "hydra.run.dir=run", cwd=tmp_path)
     lines = out.stderr.strip().splitlines()
@@ -211,7 +215,9 @@ def test_multiband_experiment_wiring_on_fake_fashion_mnist(tmp_path, scenario, r
                                          "pnn_abc": "pnn_abc"}[row]
 
 
+@pytest.mark.slow
 def test_report_of_a_generative_sweep_tabulates_fid(tmp_path):
+    """Slow (~12 s): the real clrun in a subprocess, importing torch."""
     out = run_cli("-m", *LEARNER, "strategy=naive,generative_replay", "trainer.max_epochs=1",
                   "scenario.n_tasks=2", "logger=none", "metrics.sample_grids=false",
                   "hydra.sweep.dir=sweep", cwd=tmp_path)
@@ -274,7 +280,9 @@ def test_earlier_bands_move_to_new_data_only_past_the_cosine_threshold(threshold
     assert plugin.results() == {"multiband_band_moves": plugin.band_moves}
 
 
+@pytest.mark.slow
 def test_the_consolidated_decoder_still_generates_the_earlier_tasks_classes():
+    """Slow (~11 s): trains networks end to end in-process."""
     loop, _ = multiband_loop(width=16, local_epochs=20, global_epochs=20, warmup_epochs=2)
     loop.run()
     generator, scenario = loop.module, loop.scenario

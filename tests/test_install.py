@@ -21,6 +21,7 @@ def test_editable_install_finds_the_checkout_config():
 
 @pytest.mark.slow
 def test_wheel_install_into_a_fresh_venv_runs_clrun(tmp_path):
+    """Slow (~21 s): builds a wheel and installs it into a fresh venv."""
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels),
                     str(REPO)], check=True, capture_output=True, timeout=600)

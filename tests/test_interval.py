@@ -184,12 +184,14 @@ def test_row_picks_the_authors_per_setting_values():
         assert cfg.trainer.max_epochs == 30 and cfg.optimizer.lr == 0.001
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides,needle", [
     (["strategy=interval"], "strategy=interval needs an interval network: add model=interval_mlp"),
     (["strategy=interval", "model=interval_mlp", "trainer.max_epochs=5"],
      "trainer.max_epochs=5 is invalid: the interval strategy needs more epochs per task"),
 ])
 def test_misconfigurations_are_one_line(tmp_path, overrides, needle):
+    """Slow (~11 s): the real clrun in a subprocess, importing torch."""
     out = run_cli("hydra.run.dir=run", "logger=none", *overrides, cwd=tmp_path)
     assert out.returncode == 2
     lines = [line for line in out.stderr.splitlines() if line.strip()]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import run_cli
 
 NO_KEY = {"WANDB_API_KEY": None, "WANDB_MODE": None}
@@ -13,7 +15,9 @@ def offline_runs(run_dir: Path) -> list[Path]:
     return sorted((run_dir / "wandb").glob("offline-run-*"))
 
 
+@pytest.mark.slow
 def test_wandb_logs_offline_without_a_key(tmp_path):
+    """Slow (~12 s): the real clrun in a subprocess, importing torch."""
     env = {**NO_KEY, "HOME": str(tmp_path)}  # no ~/.netrc either
     out = run_cli("hydra.run.dir=run", "logger=[csv,wandb]", "trainer.max_epochs=1",
                   cwd=tmp_path, env=env, timeout=300)
@@ -24,7 +28,9 @@ def test_wandb_logs_offline_without_a_key(tmp_path):
     assert (tmp_path / "run" / "logs" / "metrics.csv").read_text().count("eval/acc_task_0") == 1
 
 
+@pytest.mark.slow
 def test_sequential_multirun_logs_separate_wandb_runs(tmp_path):
+    """Slow (~18 s): the real clrun in a subprocess, importing torch."""
     env = {**NO_KEY, "HOME": str(tmp_path)}
     out = run_cli("-m", "hydra.sweep.dir=sweep", "logger=wandb", "trainer.max_epochs=1",
                   "seed=1,2", cwd=tmp_path, env=env, timeout=300)
@@ -34,7 +40,9 @@ def test_sequential_multirun_logs_separate_wandb_runs(tmp_path):
     assert first[0].name.rsplit("-", 1)[1] != second[0].name.rsplit("-", 1)[1]  # run ids
 
 
+@pytest.mark.slow
 def test_plots_and_tensorboard_are_written(tmp_path):
+    """Slow (~10 s): the real clrun in a subprocess, importing torch."""
     out = run_cli("hydra.run.dir=run", "logger=tensorboard", "trainer.max_epochs=1",
                   cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -122,7 +122,7 @@ def test_icarl_classifies_by_nearest_exemplar_mean():
 
 def test_icarl_refuses_other_settings_before_training(tmp_path):
     cfg = compose_cfg("strategy=icarl", "scenario.setting=domain", *FAST)
-    with pytest.raises(ConfigError, match="ICaRL supports only class"):
+    with pytest.raises(ConfigError, match="strategy=icarl supports only class"):
         run(cfg, tmp_path)
 
 

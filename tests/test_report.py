@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from clrun.reporting.aggregate import collect, group, sweep_table, swept_keys
@@ -100,7 +101,9 @@ def test_paper_with_only_some_settings_renders(tmp_path):
     assert r"\begin{tabular}{lrrr}" in render_latex(comparisons)
 
 
+@pytest.mark.slow
 def test_reproduce_runs_the_sweep_and_prints_the_table(tmp_path, monkeypatch, capsys):
+    """Slow (~8 s): clrun-reproduce runs a sweep in a subprocess."""
     from clrun.reporting.reproduce import main as reproduce
 
     monkeypatch.chdir(tmp_path)

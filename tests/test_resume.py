@@ -38,6 +38,7 @@ MULTIBAND_ARGS = ("objective=generative", "generator=multiband_vae", "strategy=m
 @pytest.mark.parametrize("args", [ARGS, GENERATIVE_ARGS, LEARNER_ARGS, MULTIBAND_ARGS],
                          ids=["ewc_lwf_er", "dgr", "objective_generative", "multiband"])
 def test_sigkill_during_task_3_then_resume_gives_identical_metrics(tmp_path, args):
+    """Slow (~40 s): trains twice in subprocesses, one killed during task 3 and resumed."""
     env = {**os.environ, "WANDB_MODE": "disabled"}
 
     def start(run_dir: str) -> subprocess.Popen:
@@ -64,7 +65,9 @@ def test_sigkill_during_task_3_then_resume_gives_identical_metrics(tmp_path, arg
         (tmp_path / "full" / "metrics.json").read_text()
 
 
+@pytest.mark.slow
 def test_resume_with_another_model_is_one_line(tmp_path):
+    """Slow (~20 s): the real clrun in 2 subprocesses, each importing torch."""
     assert run_cli("hydra.run.dir=run", "trainer.max_epochs=1", "logger=none",
                    cwd=tmp_path).returncode == 0
     out = run_cli("hydra.run.dir=run", "trainer.max_epochs=1", "logger=none", "resume=true",
@@ -84,6 +87,7 @@ def wait_for_checkpoint(path, stages: int, timeout: float = 600) -> None:  # noq
 
 @pytest.mark.slow
 def test_ctrl_c_says_what_is_saved_and_the_printed_command_resumes_logs_and_wandb(tmp_path):
+    """Slow (~24 s): a 40-epoch run in a subprocess interrupted, then resumed in another."""
     args = ["strategy=ewc", "trainer.max_epochs=40", "logger=[csv,wandb]", "seed=3"]
     env = {**os.environ, "WANDB_MODE": "offline", "HOME": str(tmp_path)}
     env.pop("WANDB_API_KEY", None)
@@ -117,7 +121,9 @@ def test_ctrl_c_says_what_is_saved_and_the_printed_command_resumes_logs_and_wand
     assert len(runs) == 2 and len({r.name.rsplit("-", 1)[1] for r in runs}) == 1  # one W&B id
 
 
+@pytest.mark.slow
 def test_sigterm_between_tasks_and_inside_them_stops_like_ctrl_c(tmp_path):
+    """Slow (~7 s): the real clrun in a subprocess, importing torch."""
     from clrun.signals import sigterm_as_interrupt
 
     before = signal.getsignal(signal.SIGTERM)
@@ -137,7 +143,9 @@ def test_sigterm_between_tasks_and_inside_them_stops_like_ctrl_c(tmp_path):
                      stderr), stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_resume_without_a_checkpoint_is_refused_unless_auto(tmp_path):
+    """Slow (~19 s): the real clrun in 3 subprocesses, each importing torch."""
     refused = run_cli("hydra.run.dir=typo", "resume=true", "logger=none", cwd=tmp_path)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert refused.stderr.startswith("clrun: error: resume=true, but there is no checkpoint at")

@@ -76,8 +76,10 @@ def downloaded(tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(EXPERIMENTS))
 def test_experiment_files_cannot_run_code(tmp_path, downloaded, name):
+    """Slow (~13 s): the real clrun in a subprocess, importing torch."""
     search = f"hydra.searchpath=[file://{downloaded}]"
     for mode in ([], ["-m"]):
         out = run_cli(*mode, search, f"experiment={name}", "logger=none", "hydra.run.dir=run",
@@ -88,14 +90,18 @@ def test_experiment_files_cannot_run_code(tmp_path, downloaded, name):
         assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
 
 
+@pytest.mark.slow
 def test_a_swept_experiment_is_checked_too(tmp_path, downloaded):
+    """Slow (~10 s): the real clrun in a subprocess, importing torch."""
     out = run_cli("-m", f"hydra.searchpath=[file://{downloaded}]", "experiment=replay_fmnist,hub",
                   "hydra.sweep.dir=sweep", cwd=tmp_path)
     assert out.returncode == 2 and NEEDLES["hub"] in out.stderr
     assert not (tmp_path / "sweep").exists()
 
 
+@pytest.mark.slow
 def test_typed_on_the_command_line_is_the_users_choice(tmp_path):
+    """Slow (~11 s): the real clrun in a subprocess, importing torch."""
     out = run_cli("+hydra.job.env_set.MY_FLAG=1", "hydra.run.dir=run", "trainer.max_epochs=1",
                   "logger=none", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -288,8 +288,10 @@ def test_active_units_seen_masks_future_classes_in_training():
     assert module.train_unit_mask.nonzero().flatten().tolist() == [0, 1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("row", ["sgd", "ewc", "lwf", "interval"])
 def test_intercontinet_cifar10_wiring_on_fake_cifar(tmp_path, row):
+    """Slow (~21 s): trains networks end to end in-process."""
     from clrun.run import run
     from tests.conftest import compose_cfg
 

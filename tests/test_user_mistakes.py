@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.conftest import compose_cfg, run_cli
 from tests.test_cli import one_line_error
 
@@ -22,7 +24,9 @@ def test_the_generators_optimizer_follows_the_classifiers_unless_set():
     assert experiment.generator.optimizer.lr == experiment.optimizer.lr == 0.002
 
 
+@pytest.mark.slow
 def test_resuming_with_another_strategy_is_one_line_and_keeps_the_checkpoint(tmp_path):
+    """Slow (~33 s): the real clrun in 3 subprocesses, each importing torch."""
     first = run_cli("hydra.run.dir=run", *TINY_DGR, cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
     checkpoint = tmp_path / "run" / "checkpoints" / "checkpoint.pt"
@@ -38,7 +42,9 @@ def test_resuming_with_another_strategy_is_one_line_and_keeps_the_checkpoint(tmp
     assert checkpoint.read_bytes() == before
 
 
+@pytest.mark.slow
 def test_a_generator_a_strategy_refuses_is_named_by_its_option(tmp_path):
+    """Slow (~19 s): the real clrun in 2 subprocesses, each importing torch."""
     out = run_cli("hydra.run.dir=run", "strategy=binplay", "generator=vae", "logger=none",
                   cwd=tmp_path)
     assert one_line_error(out).startswith("clrun: error: generator=vae is invalid: "
