@@ -7,6 +7,7 @@ device) and then evaluates every task's test set, filling one row of the accurac
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
+from pytorch_lightning.accelerators import CPUAccelerator
 
 from clrun.checkpoint import restore, save_checkpoint
 from clrun.errors import ClrunError, Interrupted
@@ -26,7 +28,7 @@ if TYPE_CHECKING:
     from clrun.generative_metrics.evaluation import GenerativeEvaluation
     from clrun.generators.base import Generator
 from clrun.scenarios.base import InputPipeline, Scenario, Split, Task
-from clrun.scenarios.batches import TensorBatches
+from clrun.scenarios.batches import StepChunks, TensorBatches
 
 STREAMS = ("sequential", "cumulative", "joint")
 
@@ -60,6 +62,8 @@ class LoopSettings:
     # what the run is (strategy, generator, scenario, model), kept in every checkpoint so that a
     # resume with another is refused (clrun.run.check_same_run)
     identity: dict[str, str | None] = field(default_factory=dict)
+    # optimizer steps per Lightning batch (clrun.scenarios.batches.StepChunks); 1 under DDP
+    steps_per_batch: int = 32
 
 
 def check_ranks_agree(trainer: pl.Trainer, row: list[float], what: str = "accuracy row"
@@ -97,8 +101,11 @@ class TaskLoop:
     def __init__(self, scenario: Scenario, module: ContinualModule | Generator,
                  plugins: list[StrategyPlugin], settings: LoopSettings,
                  loggers: list[Any] | None = None, checkpoint_path: Path | None = None,
-                 generative: GenerativeEvaluation | None = None) -> None:
+                 generative: GenerativeEvaluation | None = None,
+                 watchers: list[pl.Callback] | None = None) -> None:
         self.generative = generative
+        # callbacks every Trainer of the run gets, the generators' too (the device check's)
+        self.watchers = watchers or []
         self.scenario = scenario
         self.module = module
         self.plugins = plugins
@@ -124,16 +131,23 @@ class TaskLoop:
         classifier's (plugins and the task boundary as callbacks)."""
         if callbacks is None:
             callbacks = [*self.plugins, _TaskBoundary(self)]
+        callbacks = [*callbacks, *self.watchers]
         if self.settings.trainer_kwargs.get("enable_progress_bar"):
             callbacks.append(TaskProgressBar(self))
         try:
-            return pl.Trainer(callbacks=callbacks, logger=self.loggers or False,
-                              enable_checkpointing=False, enable_model_summary=False,
-                              num_sanity_val_steps=0,
-                              **{**self.settings.trainer_kwargs, **overrides})
+            trainer = pl.Trainer(callbacks=callbacks, logger=self.loggers or False,
+                                 enable_checkpointing=False, enable_model_summary=False,
+                                 num_sanity_val_steps=0,
+                                 **{**self.settings.trainer_kwargs, **overrides})
         except MisconfigurationException as error:
             raise ClrunError(f"Lightning refuses the trainer settings: "
                              f"{str(error).splitlines()[0]}") from None
+        if isinstance(trainer.accelerator, CPUAccelerator):
+            # lightning_fabric sets it at import so that asking for CUDA never initialises it
+            # before a fork; a CPU run has no CUDA to protect, and with it every Adam step
+            # dlopens NVML (about 0.15 ms, more than a small network's whole step)
+            os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
+        return trainer
 
     def generator_data(self, task: Task, split: Split | None = None
                        ) -> tuple[Split, InputPipeline]:
@@ -184,13 +198,17 @@ class TaskLoop:
             for t in self.scenario.tasks
         ]
 
-    def batches(self, split: Split) -> TensorBatches:
-        """This stage's minibatches; under DDP each rank takes its share of every permutation."""
+    def batches(self, split: Split) -> StepChunks:
+        """This stage's minibatches, `steps_per_batch` to a Lightning batch; under DDP each
+        rank takes its share of every permutation, one step at a time (DDP synchronises
+        gradients once per forward of its wrapped module)."""
         strategy = self.trainer.strategy
-        return TensorBatches(split, self.scenario.pipeline, self.settings.batch_size,
-                             shuffle=True, drop_last=self.settings.drop_last,
-                             seed=self.settings.seed * 1000 + self.task.index,
-                             rank=strategy.global_rank, world_size=strategy.world_size)
+        batches = TensorBatches(split, self.scenario.pipeline, self.settings.batch_size,
+                                shuffle=True, drop_last=self.settings.drop_last,
+                                seed=self.settings.seed * 1000 + self.task.index,
+                                rank=strategy.global_rank, world_size=strategy.world_size)
+        steps = 1 if strategy.world_size > 1 else self.settings.steps_per_batch
+        return StepChunks(batches, steps, self.settings.trainer_kwargs.get("max_steps", -1))
 
     def _move_to(self, device: torch.device) -> None:
         """Put the data and the model on the training device once, then measure the baseline
@@ -209,6 +227,9 @@ class TaskLoop:
             self.trainer = self.make_trainer()
             if number == start:
                 self._move_to(self.trainer.strategy.root_device)
+            # Lightning's teardown moved the learner to the CPU when the last fit ended; the
+            # plugins' task start (teachers, anchors, new columns) must see it on the device
+            self.module.to(self.device)
             self.task = training_stage(self.scenario, self.settings.stream, number)
             self.module.current_task = self.task.index
             if self.classifies:
@@ -257,7 +278,7 @@ class TaskLoop:
         self.check_generator_ranks(self.trainer, self.module)
 
     def _interruptible(self, trainer: pl.Trainer, module: pl.LightningModule,
-                       batches: TensorBatches, number: int) -> None:
+                       batches: TensorBatches | StepChunks, number: int) -> None:
         """`trainer.fit` during stage `number`; Ctrl-C (Lightning ends it with exit code 1)
         becomes `Interrupted`, so the CLI can say what is saved."""
         try:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.core.optimizer import LightningOptimizer
+from pytorch_lightning.plugins.precision import MixedPrecision, Precision
+from pytorch_lightning.strategies import SingleDeviceStrategy
 from torch import Tensor
 
 from clrun.errors import ConfigError
@@ -12,21 +17,51 @@ from clrun.models.net import ContinualNet
 from clrun.optim import KeptOptimizer, OptimizerFactory
 from clrun.plugin import StrategyPlugin, overrides
 from clrun.scenarios.base import InputPipeline, Split
-from clrun.scenarios.batches import Batch
+from clrun.scenarios.batches import Batch, StepChunk
+
+BACKWARD_HOOKS = ("on_before_zero_grad", "on_before_backward", "on_after_backward")
+PER_STEP_HOOKS = (*BACKWARD_HOOKS, "on_before_optimizer_step")
+
+
+def direct_steps_possible(trainer: pl.Trainer, module: pl.LightningModule) -> bool:
+    """Whether Lightning's manual backward and optimizer step would only call hooks: full or
+    bf16 precision (no gradient scaler), one device, and no per-step hook overridden by the
+    module, a callback, or a plugin (whose `on_before_optimizer_step` the module calls itself).
+    """
+    precision = trainer.precision_plugin
+    plain = type(precision) is Precision or (
+        type(precision) is MixedPrecision and precision.scaler is None)
+    owners = [(module, pl.LightningModule, PER_STEP_HOOKS)]
+    for callback in trainer.callbacks:
+        plugin = isinstance(callback, StrategyPlugin)
+        owners.append((callback, pl.Callback, BACKWARD_HOOKS if plugin else PER_STEP_HOOKS))
+    hooked = any(getattr(type(owner), hook) is not getattr(base, hook)
+                 for owner, base, hooks in owners for hook in hooks)
+    return plain and isinstance(trainer.strategy, SingleDeviceStrategy) and not hooked
 
 
 class ContinualModule(pl.LightningModule):
-    """Sums the classification loss and the plugins' penalties in `training_step`.
+    """Sums the classification loss and the plugins' penalties (`step_loss`) and takes one
+    optimizer step per minibatch of each chunk Lightning hands `training_step`.
+
+    Optimization is manual so that one Lightning batch can carry several optimizer steps
+    (`clrun.scenarios.batches.StepChunks`): Lightning's per-batch machinery is paid once per
+    chunk, while every step still goes through Lightning's backward and optimizer step
+    (precision, gradient scaling, `on_before_optimizer_step` for GEM's and EWC's gradients).
 
     In the `task` setting the network's output holds every head's units; `task_logits` picks the
     units of each sample's task, so targets are always in the setting's label space.
     """
+
+    #: plugins' `after_step` is called here after each step, not from Lightning's batch hook
+    dispatches_steps = True
 
     def __init__(self, net: ContinualNet, optimizer_factory: OptimizerFactory,
                  plugins: list[StrategyPlugin], setting: str, reset_optimizer: bool = True,
                  active_units: str = "all", lr_milestones: list[int] | None = None,
                  lr_gamma: float = 0.1) -> None:
         super().__init__()
+        self.automatic_optimization = False
         self.net = net
         self.kept_optimizer = KeptOptimizer(optimizer_factory, reset_optimizer)
         # a step schedule within each task (InterContiNet's CIFAR protocol: ×0.1 at 50 and 90)
@@ -41,6 +76,16 @@ class ContinualModule(pl.LightningModule):
         self._extenders = [p for p in plugins if overrides(p, "extend_batch")]
         self._penalizers = [p for p in plugins if overrides(p, "penalty")]
         self._predictors = [p for p in plugins if overrides(p, "predict")]
+        self._after_steppers = [p for p in plugins if overrides(p, "after_step")]
+        self._gradient_editors = [p for p in plugins if overrides(p, "on_before_optimizer_step")]
+        batchwise = [type(p).__name__ for p in plugins
+                     if overrides(p, "on_train_batch_end") or overrides(p, "on_train_batch_start")]
+        if batchwise:
+            raise ConfigError("strategy.plugins", ", ".join(batchwise),
+                              "overrides Lightning's on_train_batch_start/end, which see chunks "
+                              "of train.steps_per_batch steps: move per-step work to "
+                              "after_step(module, batch)")
+        self._direct_steps = False
         losses = [p for p in plugins if overrides(p, "loss")]
         if len(losses) > 1:
             names = ", ".join(type(p).__name__ for p in losses)
@@ -122,7 +167,65 @@ class ContinualModule(pl.LightningModule):
     def classification_loss(self, batch: Batch, logits: Tensor) -> Tensor:
         return F.cross_entropy(self.training_logits(logits, batch.task), batch.y)
 
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+    def transfer_batch_to_device(self, batch: Any, device: torch.device,
+                                 dataloader_idx: int) -> Any:
+        """A chunk's tensors already live on the training device (the loop put the data there);
+        anything else goes Lightning's way."""
+        if isinstance(batch, StepChunk):
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+    def on_train_start(self) -> None:
+        self._direct_steps = direct_steps_possible(self.trainer, self)
+
+    def training_step(self, chunk: StepChunk, chunk_index: int) -> None:
+        """One optimizer step per minibatch of `chunk`, each followed by the plugins'
+        `after_step`; the step losses are summed on the device and logged per epoch."""
+        optimizer = self.optimizers()
+        for batch in chunk:
+            loss = self.direct_step(optimizer, batch) if self._direct_steps else \
+                self.lightning_step(optimizer, batch)
+            for plugin in self._after_steppers:
+                plugin.after_step(self, batch)
+            self._loss_sum += loss.detach()
+            self._loss_count += 1
+
+    def lightning_step(self, optimizer: LightningOptimizer, batch: Batch) -> Tensor:
+        """A step through Lightning's backward and optimizer step: gradient scaling, DDP, and
+        every callback's `on_before_backward` .. `on_before_optimizer_step` hooks."""
+        optimizer.zero_grad()
+        loss = self.step_loss(batch)
+        self.manual_backward(loss)
+        with self.outside_autocast():
+            optimizer.step()
+        return loss
+
+    def direct_step(self, optimizer: LightningOptimizer, batch: Batch) -> Tensor:
+        """The same step without Lightning's wrappers, where they would do nothing but call
+        hooks nobody overrides (`direct_steps_possible`): only the plugins that edit gradients
+        (EWC's pull, GEM's projection) are called before the optimizer steps. Lightning's step
+        count (`global_step`, `max_steps`) advances as through `optimizer.step()`."""
+        torch_optimizer = optimizer.optimizer
+        torch_optimizer.zero_grad()
+        loss = self.step_loss(batch)
+        loss.backward()
+        with self.outside_autocast():
+            for plugin in self._gradient_editors:
+                plugin.on_before_optimizer_step(self.trainer, self, torch_optimizer)
+            optimizer._on_before_step()
+            torch_optimizer.step()
+            optimizer._on_after_step()
+        return loss
+
+    def outside_autocast(self) -> torch.autocast:
+        """The optimizer step and the gradient edits before it (GEM's and A-GEM's memory
+        gradients) in full precision, as Lightning runs them after its closure in automatic
+        optimization; `training_step` itself runs under the precision's autocast."""
+        return torch.autocast(self.device.type, enabled=False)
+
+    def step_loss(self, batch: Batch) -> Tensor:
+        """The loss of one step: the (plugin-replaced) data loss plus every penalty, on the
+        batch the plugins extended."""
         for plugin in self._extenders:
             batch = plugin.extend_batch(self, batch)
         logits = self.call_net(batch.x, batch.task)
@@ -135,8 +238,6 @@ class ContinualModule(pl.LightningModule):
             term = plugin.penalty(self, batch, logits)
             if term is not None:
                 loss = loss + term
-        self._loss_sum += loss.detach()
-        self._loss_count += 1
         return loss
 
     def on_train_epoch_start(self) -> None:
@@ -144,6 +245,9 @@ class ContinualModule(pl.LightningModule):
         self._loss_count = 0
 
     def on_train_epoch_end(self) -> None:
+        schedule = self.lr_schedulers()
+        if schedule is not None:  # manual optimization: the epoch's step of the schedule
+            schedule.step()
         if self._loss_count:
             self.log("train_loss", self._loss_sum / self._loss_count, prog_bar=True)
             self.log("task", float(self.current_task))

@@ -1,10 +1,12 @@
 """The plugin contract every continual-learning strategy implements.
 
-A plugin is a Lightning `Callback` (so it receives every Lightning hook, e.g.
-`on_before_optimizer_step` for gradient surgery or `on_train_batch_end` for path integrals) that
-persists across tasks, plus the task-level events Lightning does not have. Override only what
-the method needs; the module calls a hook only for plugins that override it, so unused hooks
-cost nothing per step.
+A plugin is a Lightning `Callback` (so it receives Lightning's hooks, e.g.
+`on_before_optimizer_step` for gradient surgery) that persists across tasks, plus the
+task-level events Lightning does not have. Override only what the method needs; the module
+calls a per-step hook only for plugins that override it, so unused hooks cost nothing per step.
+The classifier takes `train.steps_per_batch` optimizer steps per Lightning batch, so Lightning's
+batch hooks (`on_train_batch_start`/`_end`) would see chunks of steps: per-step work goes in
+`after_step`, and a plugin overriding those batch hooks is refused.
 
 | need                         | hook                                                   |
 |------------------------------|--------------------------------------------------------|
@@ -15,7 +17,7 @@ cost nothing per step.
 | replace the data loss        | `loss(module, batch, logits) -> Tensor | None`         |
 | add a loss term              | `penalty(module, batch, logits) -> Tensor | None`      |
 | edit gradients               | Lightning's `on_before_optimizer_step`                 |
-| after every step             | Lightning's `on_train_batch_end`                       |
+| after every step             | `after_step(module, batch)` (gradients still there)    |
 | end of task (model on device)| `on_task_end(loop, task)`: importances, buffers, generators |
 | replace prediction           | `predict(module, x, task) -> scores | None`            |
 | add modules to the network   | `extend_model(module, scenario)` (once, before resume) |
@@ -106,6 +108,19 @@ class StrategyPlugin(pl.Callback):
     def penalty(self, module: ContinualModule, batch: Batch, logits: Tensor) -> Tensor | None:
         """An extra loss term added to the classification loss."""
         return None
+
+    def after_step(self, module: pl.LightningModule, batch: Batch) -> None:
+        """After each optimizer step, gradients still in place, with the batch as the data gave
+        it (before `extend_batch`): per-step bookkeeping such as SI's path integral or a
+        reservoir's insertion. Called only for plugins that override it."""
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Lightning's per-batch hook: `after_step`, for a learner that takes one step per
+        Lightning batch (a generator under `objective=generative`); the classifier's module
+        takes several steps per batch and calls `after_step` after each itself."""
+        if not getattr(pl_module, "dispatches_steps", False) and overrides(self, "after_step"):
+            self.after_step(pl_module, batch)
 
     def on_task_end(self, loop: TaskLoop, task: Task) -> None:
         """After training on `task`, model still on the training device, before evaluation."""

@@ -11,7 +11,7 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from clrun.checkpoint import FILENAME, load_checkpoint
+from clrun.device_check import StepWindow, VirtualDevice
 from clrun.errors import ClrunError, ConfigError, Interrupted
 from clrun.generative_metrics.evaluation import generative_evaluation
 from clrun.instantiate import build
@@ -301,7 +302,8 @@ stream=cfg.strategy.get("stream", "sequential"),
                             batch_size=batch_size(cfg),
                             eval_batch_size=cfg.train.eval_batch_size,
                             drop_last=cfg.train.drop_last, seed=cfg.seed,
-                            trainer_kwargs=trainer_kwargs(cfg), identity=identity)
+                            trainer_kwargs=trainer_kwargs(cfg), identity=identity,
+                            steps_per_batch=cfg.train.steps_per_batch)
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = run_dir / "checkpoints" / FILENAME
     state = resume_state(cfg, checkpoint, identity)
@@ -313,12 +315,14 @@ stream=cfg.strategy.get("stream", "sequential"),
         generative = generative_evaluation(cfg.metrics.generative, cfg.metrics, plugins,
                                            scenario, data_dir, run_dir, cfg.seed,
                                            learner=module if objective == "generative" else None)
+        device_check = VirtualDevice() if cfg.get("check_devices") else nullcontext()
         loop = TaskLoop(scenario, module, plugins, settings, loggers,
                         checkpoint_path=checkpoint if cfg.get("checkpoint", True) else None,
-                        generative=generative)
+                        generative=generative,
+                        watchers=[StepWindow(device_check)] if cfg.get("check_devices") else [])
         started = time.perf_counter()
         try:
-            with sigterm_as_interrupt(), errors_naming_options(choices):
+            with sigterm_as_interrupt(), errors_naming_options(choices), device_check:
                 loop.run(state)
         except KeyboardInterrupt:  # outside a task's fit (Lightning handles it inside)
             raise Interrupted(len(loop.matrix), loop.checkpoint_path) from None

@@ -60,6 +60,13 @@ def check_trainer(trainer: DictConfig) -> None:
             hint = f"; did you mean trainer.{close[0]}?" if close else ""
             raise ConfigError(f"trainer.{key}", trainer[key],
                               f"not an argument of Lightning's Trainer{hint}")
+    for key, neutral in (("gradient_clip_val", None), ("accumulate_grad_batches", 1)):
+        if trainer.get(key, neutral) not in (neutral, 0):
+            raise ConfigError(f"trainer.{key}", trainer[key],
+                              "the classifier takes train.steps_per_batch optimizer steps per "
+                              "Lightning batch (manual optimization), which Lightning's "
+                              f"{key} does not support; drop it (or clip in a plugin's "
+                              "on_before_optimizer_step)")
     if str(trainer.get("accelerator")) in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError("trainer.accelerator", trainer.accelerator,
                           "torch sees no CUDA GPU on this machine; use trainer=cpu (or "
@@ -78,11 +85,22 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("strategy.stream", cfg.strategy.stream,
                           "use one of: " + ", ".join(STREAMS))
     check_trainer(cfg.trainer)
+    _positive_int("train.steps_per_batch", cfg.train.get("steps_per_batch"))
+    counted = {"limit_train_batches": (None, 1.0), "overfit_batches": (0, 0.0),
+               "fast_dev_run": (False,)}
+    for key, neutral in counted.items():
+        value = cfg.trainer.get(key, neutral[0])
+        if cfg.train.steps_per_batch > 1 and value not in neutral:
+            raise ConfigError(f"trainer.{key}", value,
+                              "Lightning counts batches, and each is train.steps_per_batch "
+                              "optimizer steps here: use trainer.max_steps for a step budget, "
+                              "or add train.steps_per_batch=1")
     _positive_number("optimizer.lr", cfg.optimizer.get("lr"))
     _positive_number("train.lr_gamma", cfg.train.get("lr_gamma"))
     for key in ("drop_last", "reset_optimizer"):
         _boolean(f"train.{key}", cfg.train.get(key))
     _boolean("checkpoint", cfg.get("checkpoint"))
+    _boolean("check_devices", cfg.get("check_devices"))
     _positive_int("memory_size", cfg.get("memory_size"), least=0)
     if cfg.get("torch_threads") is not None:
         _positive_int("torch_threads", cfg.torch_threads)

@@ -53,8 +53,9 @@ def batches(n: int, batch_size: int, steps: int, generator: torch.Generator):
 
 def main() -> None:
     args, scenario, model = setup("steps", 300)
-    vae = VAE(scenario.input_shape, scenario.n_natural, optimizer=partial(torch.optim.Adam))
-    model_opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    vae = VAE(scenario.input_shape, scenario.n_natural, hidden_sizes=args.vae_hidden,
+              z_dim=args.z_dim, optimizer=partial(torch.optim.Adam))
+    model_opt = torch.optim.Adam(model.parameters(), lr=1e-3)  # --hidden: its MLP
     vae_opt = torch.optim.Adam(vae.parameters(), lr=1e-3)
     pipeline, clock = scenario.pipeline, Clock()
     teacher = previous = None

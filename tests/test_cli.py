@@ -4,6 +4,7 @@ checks also in-process, through the functions the command calls)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,8 @@ from clrun.paths import config_dir
 from clrun.preflight import check_command_line
 from clrun.run import run
 from tests.conftest import FAST, compose_cfg, read_metrics, run_cli, run_clis
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_default_run_prints_the_matrix_and_writes_metrics(tmp_path):
@@ -285,3 +288,35 @@ def test_submitit_local_sweep_runs_the_slurm_code_path_and_reports(tmp_path):
     assert [read_metrics(tmp_path / "sweep" / job)["config"]["seed"] for job in "01"] == [1, 2]
     table = report(tmp_path / "sweep", None, "markdown", None)
     assert "| 2 |" in table, table
+
+
+@pytest.mark.slow
+def test_local_parallel_jobs_run_in_processes_of_their_own(tmp_path):
+    """Slow (~20 s): a two-job local_parallel sweep (what shares one GPU between N jobs,
+    each process with its own CUDA context, here on the CPU)."""
+    out = run_cli("-m", "hydra/launcher=local_parallel", "hydra.launcher.n_jobs=2",
+                  "torch_threads=1", "seed=1,2", "scenario.n_tasks=2", "trainer.max_epochs=1",
+                  "logger=none", "hydra.sweep.dir=sweep",
+                  "+strategy.plugins.pid._target_=tests.example_plugin.process_id.ProcessId",
+                  cwd=tmp_path, env={"PYTHONPATH": str(REPO),
+                                     "CLRUN_ALLOWED_TARGETS": "tests.example_plugin"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    pids = {read_metrics(tmp_path / "sweep" / job)["pid"] for job in "01"}
+    assert len(pids) == 2
+
+
+def test_steps_per_batch_changes_nothing_but_speed(tmp_path):
+    """Chunks of optimizer steps per Lightning batch give the same run as one step per batch:
+    with plugins that edit gradients (EWC) and replay and insert after each step (ER), with
+    augmentation and generative replay drawing from the global random stream in every step
+    (DGR), and with a step budget that ends mid-chunk and mid-epoch."""
+    budget = ("trainer.max_epochs=-1", "trainer.max_steps=23", "train.batch_size=16",
+              "scenario.n_tasks=2", "scenario.crop_padding=2", "scenario.horizontal_flip=true",
+              "logger=none", "checkpoint=false")
+    for strategy in (["strategy=[ewc,er]"], ["strategy=dgr", "generator=vae",
+                                             "metrics.generative=false"]):
+        one = run(compose_cfg(*budget, *strategy, "train.steps_per_batch=1"),
+                  tmp_path / "one")
+        chunked = run(compose_cfg(*budget, *strategy, "train.steps_per_batch=5"),
+                      tmp_path / "five")
+        assert one.matrix == chunked.matrix, strategy

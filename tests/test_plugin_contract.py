@@ -205,7 +205,7 @@ class HalfTheData(StrategyPlugin):
     def train_data(self, loop, task, split):
         return split.subset(torch.arange(len(split) // 2))
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+    def after_step(self, module, batch):
         self.batches += 1
 
 

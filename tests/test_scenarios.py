@@ -329,3 +329,20 @@ def test_learning_rate_steps_at_the_milestones_of_every_task():
             optimizer.step()
             schedule.step()
         assert rates == pytest.approx([0.1, 0.1, 0.01, 0.001])
+
+
+def test_step_chunks_group_steps_and_stop_at_the_step_budget():
+    from clrun.scenarios.base import InputPipeline, Split
+    from clrun.scenarios.batches import StepChunks, TensorBatches
+
+    split = Split(torch.zeros(10, 2), torch.zeros(10, dtype=torch.long),
+                  torch.zeros(10, dtype=torch.long))
+    batches = TensorBatches(split, InputPipeline(), batch_size=2, shuffle=True, drop_last=False,
+                            seed=0)
+    chunks = StepChunks(batches, steps=3, max_steps=7)
+    assert len(chunks) == 2
+    first = list(chunks)
+    assert [len(c) for c in first] == [3, 2]  # first epoch: the task's 5 minibatches
+    assert [len(c) for c in chunks] == [2]  # second epoch: the budget of 7 ends mid-chunk
+    assert list(chunks) == []
+    assert sorted(torch.cat([b.index for c in first for b in c]).tolist()) == list(range(10))

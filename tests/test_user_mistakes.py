@@ -52,3 +52,25 @@ def test_a_generator_a_strategy_refuses_is_named_by_its_option(tmp_path):
     setting = run_cli("hydra.run.dir=run", "strategy=pnn", "scenario.setting=class",
                       "logger=none", cwd=tmp_path)
     assert "strategy=pnn supports only task" in one_line_error(setting)
+
+
+def test_a_plugin_on_lightnings_batch_hook_is_refused_naming_after_step(tmp_path):
+    """The module takes several steps per Lightning batch: per-batch hooks would see chunks."""
+    import pytest
+
+    from clrun.errors import ConfigError
+    from clrun.module import ContinualModule
+    from clrun.plugin import StrategyPlugin
+    from clrun.run import run
+    from tests.conftest import compose_cfg
+
+    class OldStyle(StrategyPlugin):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):  # noqa: ANN001
+            pass
+
+    cfg = compose_cfg("logger=none")
+    with pytest.raises(ConfigError, match="move per-step work to after_step"):
+        ContinualModule(__import__("torch").nn.Linear(2, 2), None, [OldStyle()], "class")
+    with pytest.raises(ConfigError, match="trainer.limit_train_batches"):
+        run(compose_cfg("logger=none", "+trainer.limit_train_batches=5"), tmp_path)
+    assert cfg.train.steps_per_batch == 32

@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from clrun.device_check import host_read_allowed
+
 
 class TaskConditionedNet(nn.Module):
     """Subclasses implement `forward_task(x, t)`: the logits of task t's head for a batch of
@@ -45,7 +47,9 @@ class TaskConditionedNet(nn.Module):
     def forward(self, x: Tensor, task: Tensor) -> Tensor:
         """Group the batch by task and run each group through its task's network."""
         out = torch.full((len(x), sum(self._head_sizes)), float("-inf"), device=x.device)
-        for t in task.unique().tolist():
+        with host_read_allowed("a column, mask or generated weights per task in the batch"):
+            tasks = task.unique().tolist()
+        for t in tasks:
             index = (task == t).nonzero().flatten()
             logits = self.forward_task(x[index], int(t))
             if logits is not None:

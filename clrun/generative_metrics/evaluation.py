@@ -44,8 +44,10 @@ class GenerativeEvaluation:
     def after_stage(self, loop: TaskLoop, write_files: bool) -> dict[str, list[float | None]]:
         """Score the generator on the tasks seen so far; draw its grid. Returns the row.
         Samples are drawn in eval mode (batch norm's running statistics), as replay draws
-        them from frozen copies."""
-        sampler = self.sampler()
+        them from frozen copies, on the training device: a generator trained by its own fit
+        before the classifier's was moved to the CPU when that fit ended (Lightning's teardown),
+        and a GPU run would otherwise draw thousands of samples on the CPU."""
+        sampler = self.sampler().to(loop.device)
         was_training = sampler.training
         sampler.eval()
         try:

@@ -37,10 +37,13 @@ from clrun.strategies.importance import (
 )
 
 if TYPE_CHECKING:
+    import pytorch_lightning as pl
+
     from clrun.generators.base import Generator
     from clrun.loop import TaskLoop
     from clrun.module import ContinualModule
     from clrun.scenarios.base import Task
+    from clrun.scenarios.batches import Batch
 
 MODES = ("separate", "online")
 
@@ -225,13 +228,13 @@ class SI(QuadraticPenalty):
         self._before_step = [p.detach().clone() for p in self._params(pl_module)]
 
     @torch.no_grad()
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
-        """path += g * delta, with g the gradient the optimizer applied: Lightning zeroes
-        gradients only before the next backward, so after the step they are still there,
-        with every plugin's additions and projections."""
+    def after_step(self, module: pl.LightningModule, batch: Batch) -> None:
+        """path += g * delta, with g the gradient the optimizer applied: gradients are zeroed
+        only before the next step's backward, so after the step they are still there, with
+        every plugin's additions and projections."""
         if not self._before_step:
             return
-        params = self._params(pl_module)
+        params = self._params(module)
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         delta = torch._foreach_sub(params, self._before_step)
         torch._foreach_addcmul_(self._path, grads, delta)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.func import functional_call
 
+from clrun.device_check import host_read_allowed
 from clrun.errors import ConfigError
 from clrun.plugin import StrategyPlugin
 from clrun.scenarios.base import InputPipeline, Split
@@ -22,6 +23,8 @@ from clrun.strategies.buffer import Buffer, herding_order
 from clrun.strategies.importance import check_choice
 
 if TYPE_CHECKING:
+    import pytorch_lightning as pl
+
     from clrun.loop import TaskLoop
     from clrun.models.net import ContinualNet
     from clrun.module import ContinualModule
@@ -169,9 +172,10 @@ class ExperienceReplay(_BufferPlugin):
         replay = module.classification_loss(Batch(None, batch.y[n:], batch.task[n:]), logits[n:])
         return current / self.task_number + (1 - 1 / self.task_number) * replay
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+    def after_step(self, module: pl.LightningModule, batch: Batch) -> None:
         if self.per_class:
             return
+        trainer = module.trainer
         samples = {"x": batch.raw, "y": batch.y, "task": batch.task}
         if trainer.world_size > 1:  # every rank inserts every rank's batch: identical memories
             samples = {k: trainer.strategy.all_gather(v).flatten(0, 1) for k, v in
@@ -375,8 +379,9 @@ class GEM(StrategyPlugin):
         params = [p for p in pl_module.net.parameters() if p.requires_grad]
         g = _flat_grad(params)
         memory_grads = torch.stack([_memory_grad(pl_module, params, m) for m in self.memories])
-        if (memory_grads @ g >= 0).all():
-            return
+        with host_read_allowed("GEM decides on the host whether to solve its QP"):
+            if (memory_grads @ g >= 0).all():
+                return
         gram = memory_grads @ memory_grads.T
         v = solve_gem_dual(gram + 1e-3 * torch.eye(len(gram), device=gram.device),
                            memory_grads @ g, self.margin)
@@ -404,7 +409,7 @@ class AGEM(_BufferPlugin):
 
 
 def agem_projection(g: Tensor, reference: Tensor) -> Tensor:
+    """g, minus its component along the reference gradient when the two conflict (dot < 0);
+    decided on the device (a zero coefficient otherwise), so no step waits for the host."""
     dot = g @ reference
-    if dot >= 0:
-        return g
-    return g - dot / (reference @ reference).clamp_min(1e-12) * reference
+    return g - dot.clamp(max=0) / (reference @ reference).clamp_min(1e-12) * reference
