@@ -1,4 +1,5 @@
-"""GPU checks (skipped without CUDA; run by scripts/gpu_check.sh on a machine with a GPU)."""
+"""GPU checks, skipped without CUDA: `python -m pytest -m gpu tests/test_gpu.py` on a machine
+with a GPU (scripts/gpu_check.sh covers the families in one short loan, a process per step)."""
 
 from __future__ import annotations
 
