@@ -220,8 +220,10 @@ def test_multirun_returns_acc_and_keeps_going_after_a_failing_job(tmp_path):
     assert ok.returncode == 0 and "have no result" not in ok.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fmnist_available")
 def test_split_fmnist_end_to_end_on_real_data(tmp_path):
+    """Slow (~12 s): an epoch per task of the real Fashion-MNIST in a subprocess."""
     out = run_cli("hydra.run.dir=run", "scenario=split_fmnist", "trainer.max_epochs=1",
                   "train.batch_size=128", "scenario.setting=task", "logger=none", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
@@ -305,11 +307,13 @@ def test_local_parallel_jobs_run_in_processes_of_their_own(tmp_path):
     assert len(pids) == 2
 
 
+@pytest.mark.slow
 def test_steps_per_batch_changes_nothing_but_speed(tmp_path):
-    """Chunks of optimizer steps per Lightning batch give the same run as one step per batch:
-    with plugins that edit gradients (EWC) and replay and insert after each step (ER), with
-    augmentation and generative replay drawing from the global random stream in every step
-    (DGR), and with a step budget that ends mid-chunk and mid-epoch."""
+    """Slow (~15 s): four training runs. Chunks of optimizer steps per Lightning batch give
+    the same run as one step per batch: with plugins that edit gradients (EWC) and replay
+    and insert after each step (ER), with augmentation and generative replay drawing from the
+    global random stream in every step (DGR), and with a step budget that ends mid-chunk and
+    mid-epoch."""
     budget = ("trainer.max_epochs=-1", "trainer.max_steps=23", "train.batch_size=16",
               "scenario.n_tasks=2", "scenario.crop_padding=2", "scenario.horizontal_flip=true",
               "logger=none", "checkpoint=false")

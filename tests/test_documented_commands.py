@@ -179,8 +179,10 @@ def test_the_manual_shows_commands_and_options():
     assert len(DOCUMENTED) >= 20 and len(OPTIONS) >= 60
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", DOCUMENTED + OPTIONS, ids=str)
 def test_documented_command_composes(command, tmp_path, monkeypatch):
+    """Slow (~45 s for all 216): each composes the whole config tree through Hydra."""
     monkeypatch.chdir(tmp_path)  # run directories a check may create stay in tmp
     composes(command, tmp_path)
 

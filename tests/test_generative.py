@@ -183,7 +183,9 @@ def test_fid_precision_recall_separate_real_from_untrained_samples(fmnist):
         assert noise["precision"][j] < 0.5
 
 
+@pytest.mark.slow
 def test_dgr_beats_fine_tuning_in_class_il_and_keeps_earlier_classes(tmp_path, fmnist):
+    """Slow (~50 s): DGR and fine-tuning trained on the real Fashion-MNIST, in subprocesses."""
     # two pools: reading twenty pools of a half-trained generator's samples took most of the time
     dgr, naive = run_clis(("hydra.run.dir=dgr", "strategy=dgr", "generator=vae",
                            "generator.hidden_sizes=[200]", "metrics.prd.runs=1",
