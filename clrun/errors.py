@@ -25,6 +25,13 @@ class ConfigError(ClrunError):
         return error
 
 
+def check_positive_int(key: str, value: object, least: int = 1) -> None:
+    """A count from the config (steps, samples, epochs) must be an integer >= `least`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ConfigError(key, value, "must be a positive integer" if least == 1
+                          else f"must be an integer of at least {least}")
+
+
 class DataError(ClrunError):
     """A data set is missing or corrupt; the message says where clrun looked and what to do."""
 

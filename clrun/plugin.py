@@ -23,6 +23,8 @@ batch hooks (`on_train_batch_start`/`_end`) would see chunks of steps: per-step 
 | add modules to the network   | `extend_model(module, scenario)` (once, before resume) |
 | receive `generator=...`      | `uses_generator = True`, `attach_generator(generator)` |
 | be scored as a generator     | `sampler() -> Sampler | None` (after every task)       |
+| pictures of its own          | `save_figures(run_dir) -> [paths]` (when the run ends) |
+| time its phases              | `timings() -> dict` (into timing.json)                 |
 | train generators too         | `objectives = ("classification", "generative")`        |
 | build the generative learner | `wrap_learner(generator, make) -> Generator`           |
 """
@@ -38,6 +40,8 @@ from torch import Tensor
 from clrun.scenarios.base import SETTINGS
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from clrun.generative_metrics.scores import Sampler
     from clrun.generators.base import Generator
     from clrun.loop import TaskLoop
@@ -84,6 +88,15 @@ class StrategyPlugin(pl.Callback):
 
     def results(self) -> dict[str, Any]:
         """Extra entries for metrics.json (e.g. SupSup's task-inference accuracy)."""
+        return {}
+
+    def save_figures(self, run_dir: Path) -> list[Path]:
+        """Pictures of the method's own, written when the run ends (GUIDE's guided samples)."""
+        return []
+
+    def timings(self) -> dict[str, Any]:
+        """Seconds the method spent per phase (timing.json, beside the run's total): wall
+        clock, never in metrics.json, so that a resumed run's metrics stay identical."""
         return {}
 
     def sampler(self) -> Sampler | None:

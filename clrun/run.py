@@ -334,9 +334,11 @@ stream=cfg.strategy.get("stream", "sequential"),
                            {k: v for plugin in plugins for k, v in plugin.results().items()})
         if loop.trainer is None or loop.trainer.is_global_zero:
             write_results(result)
-            write_atomic(run_dir / "timing.json",
-                         json.dumps({"train_eval_seconds": round(loop_seconds, 3)}) + "\n")
-            log_final(loggers, result.tables(), result.summary(), save_plots(result))
+            timings = {k: v for plugin in plugins for k, v in plugin.timings().items()}
+            write_atomic(run_dir / "timing.json", json.dumps(
+                {"train_eval_seconds": round(loop_seconds, 3), **timings}) + "\n")
+            figures = [path for plugin in plugins for path in plugin.save_figures(run_dir)]
+            log_final(loggers, result.tables(), result.summary(), save_plots(result) + figures)
         failed = False
     finally:
         finish(loggers, failed)

@@ -8,15 +8,9 @@ import inspect
 import torch
 from omegaconf import DictConfig
 
-from clrun.errors import ConfigError
+from clrun.errors import ConfigError, check_positive_int
 from clrun.loop import STREAMS
 from clrun.scenarios.base import SETTINGS
-
-
-def _positive_int(key: str, value: object, least: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise ConfigError(key, value, "must be a positive integer" if least == 1
-                          else f"must be an integer of at least {least}")
 
 
 def _positive_number(key: str, value: object) -> None:
@@ -36,16 +30,16 @@ def check_metrics(metrics: DictConfig) -> None:
         raise ConfigError("metrics.generative", metrics.get("generative"),
                           "use one of: auto, true, false")
     _boolean("metrics.sample_grids", metrics.get("sample_grids"))
-    _positive_int("metrics.max_pools", metrics.get("max_pools"))
+    check_positive_int("metrics.max_pools", metrics.get("max_pools"))
     prd = metrics.prd
-    _positive_int("metrics.prd.clusters", prd.get("clusters"), least=2)
-    _positive_int("metrics.prd.angles", prd.get("angles"), least=3)
-    _positive_int("metrics.prd.runs", prd.get("runs"))
+    check_positive_int("metrics.prd.clusters", prd.get("clusters"), least=2)
+    check_positive_int("metrics.prd.angles", prd.get("angles"), least=3)
+    check_positive_int("metrics.prd.runs", prd.get("runs"))
     net = metrics.feature_net
-    _positive_int("metrics.feature_net.steps", net.get("steps"))
-    _positive_int("metrics.feature_net.batch_size", net.get("batch_size"))
+    check_positive_int("metrics.feature_net.steps", net.get("steps"))
+    check_positive_int("metrics.feature_net.batch_size", net.get("batch_size"))
     _positive_number("metrics.feature_net.lr", net.get("lr"))
-    _positive_int("metrics.feature_net.seed", net.get("seed"), least=0)
+    check_positive_int("metrics.feature_net.seed", net.get("seed"), least=0)
 
 
 def check_trainer(trainer: DictConfig) -> None:
@@ -80,12 +74,12 @@ def validate(cfg: DictConfig) -> None:
     if cfg.scenario.get("setting") not in SETTINGS:
         raise ConfigError("scenario.setting", cfg.scenario.get("setting"),
                           "use one of: " + ", ".join(SETTINGS))
-    _positive_int("scenario.n_tasks", cfg.scenario.get("n_tasks"))
+    check_positive_int("scenario.n_tasks", cfg.scenario.get("n_tasks"))
     if cfg.strategy.get("stream", "sequential") not in STREAMS:
         raise ConfigError("strategy.stream", cfg.strategy.stream,
                           "use one of: " + ", ".join(STREAMS))
     check_trainer(cfg.trainer)
-    _positive_int("train.steps_per_batch", cfg.train.get("steps_per_batch"))
+    check_positive_int("train.steps_per_batch", cfg.train.get("steps_per_batch"))
     counted = {"limit_train_batches": (None, 1.0), "overfit_batches": (0, 0.0),
                "fast_dev_run": (False,)}
     for key, neutral in counted.items():
@@ -101,9 +95,9 @@ def validate(cfg: DictConfig) -> None:
         _boolean(f"train.{key}", cfg.train.get(key))
     _boolean("checkpoint", cfg.get("checkpoint"))
     _boolean("check_devices", cfg.get("check_devices"))
-    _positive_int("memory_size", cfg.get("memory_size"), least=0)
+    check_positive_int("memory_size", cfg.get("memory_size"), least=0)
     if cfg.get("torch_threads") is not None:
-        _positive_int("torch_threads", cfg.torch_threads)
+        check_positive_int("torch_threads", cfg.torch_threads)
     check_metrics(cfg.metrics)
     milestones = cfg.train.get("lr_milestones")
     if milestones is not None and (
@@ -115,8 +109,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("train.active_units", cfg.train.active_units, "use one of: all, seen")
     if cfg.get("resume") not in (True, False, "auto"):
         raise ConfigError("resume", cfg.get("resume"), "use one of: false, true, auto")
-    _positive_int("train.batch_size", cfg.train.batch_size)
-    _positive_int("train.eval_batch_size", cfg.train.eval_batch_size)
+    check_positive_int("train.batch_size", cfg.train.batch_size)
+    check_positive_int("train.eval_batch_size", cfg.train.eval_batch_size)
     epochs, steps = cfg.trainer.get("max_epochs"), cfg.trainer.get("max_steps", -1)
     if epochs == -1 and isinstance(steps, int) and steps > 0:
         return

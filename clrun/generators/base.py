@@ -26,19 +26,53 @@ from clrun.scenarios.batches import Batch
 
 
 @dataclass
+class GeneratedSamples:
+    """Samples of a frozen generator made once (a task's replay buffer) and drawn from at
+    random: `per_class` per earlier class (conditional generators), or that many times the
+    number of earlier classes (unconditional: `classes` is None)."""
+
+    x: Tensor
+    classes: Tensor | None
+
+    @classmethod
+    def make(cls, generator: Generator, seen_classes: Tensor, per_class: int) -> GeneratedSamples:
+        if generator.conditional:
+            classes = seen_classes.repeat_interleave(per_class)
+            return cls(generator.sample(len(classes), classes), classes)
+        return cls(generator.sample(per_class * len(seen_classes)), None)
+
+    def draw(self, n: int) -> tuple[Tensor, Tensor | None]:
+        pick = torch.randint(len(self.x), (n,), device=self.x.device)
+        return self.x[pick], None if self.classes is None else self.classes[pick]
+
+
+@dataclass
 class GeneratorReplay:
-    """Samples of a frozen previous generator mixed into every training step."""
+    """Samples of a frozen previous generator mixed into every training step: drawn fresh, or
+    from `buffer`; learned as data (`distill=False`) or by matching the previous generator's
+    own predictions on them (`distill=True`, generators with a `distillation_loss`)."""
 
     previous: Generator
     weight_current: float
     conditions: Tensor | None  # natural classes seen before (conditional generators)
+    buffer: GeneratedSamples | None = None
+    distill: bool = False
 
     def draw(self, n: int) -> tuple[Tensor, Tensor | None]:
+        if self.buffer is not None:
+            return self.buffer.draw(n)
         conditions = None
         if self.previous.conditional and self.conditions is not None:
             pick = torch.randint(len(self.conditions), (n,), device=self.conditions.device)
             conditions = self.conditions[pick]
         return self.previous.sample(n, conditions), conditions
+
+    def loss(self, generator: Generator, n: int) -> Tensor:
+        """The replay term of `generator`'s loss on n replayed samples."""
+        x, conditions = self.draw(n)
+        if self.distill:
+            return generator.distillation_loss(self.previous, x, conditions)
+        return generator.loss(x, conditions)
 
 
 class Generator(pl.LightningModule):
@@ -100,16 +134,16 @@ class Generator(pl.LightningModule):
         return twin
 
     def replay_from(self, previous: Generator | None, weight_current: float,
-                    conditions: Tensor | None) -> None:
-        self.replay = (GeneratorReplay(previous, weight_current, conditions)
+                    conditions: Tensor | None, buffer: GeneratedSamples | None = None,
+                    distill: bool = False) -> None:
+        self.replay = (GeneratorReplay(previous, weight_current, conditions, buffer, distill)
                        if previous is not None else None)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         loss = self.loss(batch.x, batch.y if self.conditional else None)
         if self.replay is not None:
-            x, conditions = self.replay.draw(len(batch.y))
             w = self.replay.weight_current
-            loss = w * loss + (1 - w) * self.loss(x, conditions)
+            loss = w * loss + (1 - w) * self.replay.loss(self, len(batch.y))
         self.log_loss("generator_loss", loss)
         return loss
 

@@ -20,14 +20,15 @@ its own frozen previous copy with distillation. Brain-inspired replay builds on 
 from __future__ import annotations
 
 import copy
+import time
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from clrun.errors import ConfigError
-from clrun.generators.base import Generator
+from clrun.errors import ConfigError, check_positive_int
+from clrun.generators.base import GeneratedSamples, Generator
 from clrun.generators.feedback import FeedbackVAE
 from clrun.generators.multiband import MultibandVAE
 from clrun.generators.population import GeneratorPopulation
@@ -131,18 +132,48 @@ class _ReplayBase(StrategyPlugin):
         return w * current + (1 - w) * replayed
 
 
+GENERATOR_REPLAYS = ("samples", "distill")
+
+
 class GenerativeReplay(_ReplayBase):
-    """DGR and DGR+distill with a separate generator (`generator=vae|conv_vae|gan`)."""
+    """DGR and DGR+distill with a separate generator (`generator=vae|conv_vae|gan|diffusion`).
+
+    Replay for the classifier is drawn fresh every `regenerate_every` steps (GUIDE's scheme
+    for costly samplers; 1: every step), or from `replay_buffer_per_class` samples per earlier
+    class made by the frozen previous generator when the task starts (then the generator's
+    self-rehearsal draws from the same buffer). The generator learns earlier tasks from those
+    samples as data (`generator_replay=samples`) or by distillation of the previous
+    generator's predictions on them (`distill`, generator=diffusion)."""
 
     uses_generator = True
+    option = "dgr"  # strategy.plugins.<option> in the one-line errors
 
     def __init__(self, weighting: str = "task_ratio", targets: str = "hard",
-                 temperature: float = 2.0, replay_batch_size: int | None = None) -> None:
+                 temperature: float = 2.0, replay_batch_size: int | None = None,
+                 regenerate_every: int = 1, replay_buffer_per_class: int | None = None,
+                 generator_replay: str = "samples") -> None:
         super().__init__(weighting, targets, temperature, replay_batch_size)
+        key = f"strategy.plugins.{self.option}"
+        check_positive_int(f"{key}.regenerate_every", regenerate_every)
+        if replay_buffer_per_class is not None:
+            check_positive_int(f"{key}.replay_buffer_per_class", replay_buffer_per_class)
+        check_choice(f"{key}.generator_replay", generator_replay, GENERATOR_REPLAYS)
+        self.regenerate_every = regenerate_every
+        self.replay_buffer_per_class = replay_buffer_per_class
+        self.distill_generator = generator_replay == "distill"
         self.generator: Generator | None = None
         self.previous: Generator | None = None
+        self.buffer: GeneratedSamples | None = None
+        self._replayed: Tensor | None = None  # unit-space replay, reused regenerate_every steps
+        self._steps = 0
+        self.seconds: list[dict[str, float]] = []  # per task: where the time went
+        self._clock: dict[str, float] = {}
 
     def attach_generator(self, generator: Generator) -> None:
+        if self.distill_generator and not hasattr(generator, "distillation_loss"):
+            raise ConfigError(f"strategy.plugins.{self.option}.generator_replay", "distill",
+                              "distils a diffusion model's noise predictions: use "
+                              "generator=diffusion, or generator_replay=samples")
         self.generator = generator
 
     def check(self, scenario: Scenario) -> None:
@@ -150,40 +181,84 @@ class GenerativeReplay(_ReplayBase):
         if self.generator is None:
             raise ConfigError("generator", None, "this strategy replays a generator's samples: "
                               "choose one with generator=vae (any input), generator=conv_vae "
-                              "(28×28, 32×32 images) or generator=gan")
+                              "(28×28, 32×32 images), generator=gan or generator=diffusion")
 
     def on_task_start(self, loop: TaskLoop, task: Task) -> None:
+        self._clock = {"start": time.perf_counter(), "replay_generation": 0.0}
         super().on_task_start(loop, task)
         self.previous = self.generator.frozen_copy().to(loop.device) if self.teacher else None
+        self.buffer, self._replayed, self._steps = None, None, 0
+        if self.previous is not None and self.replay_buffer_per_class:
+            started = time.perf_counter()
+            self.buffer = GeneratedSamples.make(self.previous, self.seen_classes,
+                                                self.replay_buffer_per_class)
+            self._clock["replay_generation"] += time.perf_counter() - started
         self.generator.replay_from(self.previous, replay_weight(self.weighting,
                                                                 self.task_number),
-                                   self.seen_classes)
+                                   self.seen_classes, self.buffer, self.distill_generator)
+        started = time.perf_counter()
         loop.fit_generator(self.generator, task)
+        self._clock["generator_training"] = time.perf_counter() - started
+
+    def on_task_end(self, loop: TaskLoop, task: Task) -> None:
+        """Where the task's time went: the generator's training, making replay (the buffer
+        and every regeneration; on a GPU, the launch time unless the sampler syncs) and the
+        classifier's training (the rest)."""
+        total = time.perf_counter() - self._clock["start"]
+        spent = {k: round(self._clock[k], 3) for k in ("generator_training", "replay_generation")}
+        self.seconds.append({**spent, "classifier_training": round(total - sum(spent.values()), 3)})
+
+    def timings(self) -> dict[str, Any]:
+        return {"seconds_per_task": self.seconds}
 
     def sampler(self) -> Generator | None:
         return self.generator
+
+    def draw_classes(self, n: int) -> Tensor | None:
+        """Earlier natural classes, uniformly, for a conditional generator's replay."""
+        if not self.previous.conditional:
+            return None
+        pick = torch.randint(len(self.seen_classes), (n,), device=self.seen_classes.device)
+        return self.seen_classes[pick]
+
+    def generate(self, module: ContinualModule, n: int) -> tuple[Tensor, Tensor | None]:
+        """n fresh unit-space replay samples of the previous generator, and the natural
+        classes they were drawn for (None: unconditional)."""
+        classes = self.draw_classes(n)
+        return self.previous.sample(n, classes), classes
+
+    def replayed_unit(self, module: ContinualModule, n: int) -> tuple[Tensor, Tensor | None]:
+        """This step's unit-space replay (and classes): from the buffer, or regenerated every
+        `regenerate_every` steps."""
+        if self.buffer is not None:
+            return self.buffer.draw(n)
+        if self._replayed is None or self._steps % self.regenerate_every == 0:
+            started = time.perf_counter()
+            self._replayed = self.generate(module, n)
+            self._clock["replay_generation"] += time.perf_counter() - started
+        self._steps += 1
+        return self._replayed
+
+    def replay_term(self, module: ContinualModule, x: Tensor, classes: Tensor | None) -> Tensor:
+        """The classifier's loss on replayed inputs x: the previous classifier's targets."""
+        with torch.no_grad():
+            teacher = self.teacher(x)
+        return replay_loss(module.net(x), teacher, self.groups, self.soft, self.temperature)
 
     def loss(self, module: ContinualModule, batch: Batch, logits: Tensor) -> Tensor | None:
         current = module.classification_loss(batch, logits)
         if self.previous is None:
             return current
-        n = self.replay_size(batch)
-        conditions = None
-        if self.previous.conditional:
-            conditions = self.seen_classes[torch.randint(len(self.seen_classes), (n,),
-                                                         device=self.seen_classes.device)]
-        x = self.pipeline.from_unit(self.previous.sample(n, conditions), train=True)
-        with torch.no_grad():
-            teacher = self.teacher(x)
-        replayed = replay_loss(module.net(x), teacher, self.groups, self.soft,
-                               self.temperature)
-        return self.weighted(current, replayed)
+        x_unit, classes = self.replayed_unit(module, self.replay_size(batch))
+        x = self.pipeline.from_unit(x_unit, train=True)
+        return self.weighted(current, self.replay_term(module, x, classes))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.checkpoint_state()}
+        return {"generator": self.generator.checkpoint_state(), "seconds": self.seconds}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.generator.load_checkpoint_state(state_dict["generator"])
+        self.seconds = list(state_dict.get("seconds", []))
 
 
 class ReplayThroughFeedback(_ReplayBase):
