@@ -157,21 +157,31 @@ class TaskLoop:
         data = Split(split.x, self.scenario.natural_of(task, split.y), split.task)
         return data, InputPipeline(scale=self.scenario.pipeline.scale)
 
+    def unit_batches(self, generator: Generator, task: Task, data: Split) -> TensorBatches:
+        """Minibatches of `data` that already is what the generator models (unit space,
+        natural classes): features of a frozen network, for instance."""
+        return self._batches(generator, task, data, InputPipeline())
+
     def generator_batches(self, generator: Generator, task: Task, split: Split | None = None,
                           seed_offset: int = 500) -> TensorBatches:
         """Minibatches of `generator_data` in the generator's batch size (a rank's share)."""
-        data, pipeline = self.generator_data(task, split)
+        return self._batches(generator, task, *self.generator_data(task, split), seed_offset)
+
+    def _batches(self, generator: Generator, task: Task, data: Split, pipeline: InputPipeline,
+                 seed_offset: int = 500) -> TensorBatches:
         strategy = self.trainer.strategy  # the stage's: rank and world size of this run
         return TensorBatches(data, pipeline, generator.batch_size, shuffle=True,
                              drop_last=self.settings.drop_last,
                              seed=self.settings.seed * 1000 + seed_offset + task.index,
                              rank=strategy.global_rank, world_size=strategy.world_size)
 
-    def fit_generator(self, generator: Generator, task: Task) -> None:
-        """Train `generator` on `task`'s training data (unit-space images, natural classes)
-        with its own budget and batch size, by its own Trainer on the classifier's
-        accelerator, precision and DDP strategy."""
-        batches = self.generator_batches(generator, task)
+    def fit_generator(self, generator: Generator, task: Task, data: Split | None = None) -> None:
+        """Train `generator` on `task`'s training data (unit-space images, natural classes),
+        or on `data` given in the generator's own space (`unit_batches`), with its own budget
+        and batch size, by its own Trainer on the classifier's accelerator, precision and
+        DDP strategy."""
+        batches = (self.generator_batches(generator, task) if data is None
+                   else self.unit_batches(generator, task, data))
         trainer = self.make_trainer(callbacks=[], **self.generator_trainer_kwargs(generator,
                                                                                  batches))
         self._interruptible(trainer, generator, batches, task.index)

@@ -22,6 +22,7 @@ batch hooks (`on_train_batch_start`/`_end`) would see chunks of steps: per-step 
 | replace prediction           | `predict(module, x, task) -> scores | None`            |
 | add modules to the network   | `extend_model(module, scenario)` (once, before resume) |
 | receive `generator=...`      | `uses_generator = True`, `attach_generator(generator)` |
+| model something not inputs   | `generator_input_shape(net, scenario) -> shape`        |
 | be scored as a generator     | `sampler() -> Sampler | None` (after every task)       |
 | pictures of its own          | `save_figures(run_dir) -> [paths]` (when the run ends) |
 | time its phases              | `timings() -> dict` (into timing.json)                 |
@@ -41,6 +42,8 @@ from clrun.scenarios.base import SETTINGS
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from torch import nn
 
     from clrun.generative_metrics.scores import Sampler
     from clrun.generators.base import Generator
@@ -76,6 +79,11 @@ class StrategyPlugin(pl.Callback):
 
     def attach_generator(self, generator: Generator) -> None:
         """Receive the generator built from `generator=...` (when `uses_generator`)."""
+
+    def generator_input_shape(self, net: nn.Module, scenario: Scenario) -> tuple[int, ...]:
+        """What the attached generator models: the scenario's inputs, unless the method
+        replays something else (feature replay: a hidden layer's activations)."""
+        return scenario.input_shape
 
     def wrap_learner(self, generator: Generator, make: Callable[..., Generator]) -> Generator:
         """Under `objective=generative`: the learner built around `generator=...` (LogCL's

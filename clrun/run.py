@@ -73,15 +73,16 @@ def build_plugins(strategy: DictConfig) -> list[StrategyPlugin]:
 
 
 def build_generator(cfg: DictConfig, scenario: Any, **overrides: Any) -> Generator:
-    """`generator=...` for the input shape and natural classes of the scenario."""
-    return build(cfg.generator, "generator", input_shape=scenario.input_shape,
-                 n_classes=scenario.n_natural, **overrides)
+    """`generator=...` for the input shape (unless overridden) and natural classes of the
+    scenario."""
+    overrides.setdefault("input_shape", scenario.input_shape)
+    return build(cfg.generator, "generator", n_classes=scenario.n_natural, **overrides)
 
 
 def attach_generator(cfg: DictConfig, choices: dict[str, str] | None, scenario: Any,
-                     plugins: list[StrategyPlugin]) -> None:
-    """Build `generator=...` and give it to the plugins that use one; a generator no plugin
-    uses is a mistake."""
+                     plugins: list[StrategyPlugin], net: torch.nn.Module) -> None:
+    """Build `generator=...` for what the plugins that use one replay (inputs, or `net`'s
+    features) and give it to them; a generator no plugin uses is a mistake."""
     node = cfg.get("generator")
     if node is None:
         return
@@ -91,7 +92,8 @@ def attach_generator(cfg: DictConfig, choices: dict[str, str] | None, scenario: 
         raise ConfigError("generator", name, f"strategy={strategy_label(cfg, choices)} uses "
                           "no generator; drop generator=... or choose a generative strategy "
                           "(dgr, dgr_distill, rtf, bir)")
-    generator = build_generator(cfg, scenario)
+    generator = build_generator(cfg, scenario,
+                                input_shape=users[0].generator_input_shape(net, scenario))
     check_trained_by(generator, strategy_label(cfg, choices))
     for plugin in users:
         plugin.attach_generator(generator)
@@ -224,7 +226,7 @@ def build_classifier(cfg: DictConfig, choices: dict[str, str] | None, scenario: 
     generator (if any) given to the plugins that use one."""
     net = build(cfg.model, "model", input_shape=scenario.input_shape,
                 head_sizes=scenario.head_sizes)
-    attach_generator(cfg, choices, scenario, plugins)
+    attach_generator(cfg, choices, scenario, plugins, net)
     for plugin in plugins:
         plugin.check(scenario)
     optimizer_factory = build(cfg.optimizer, "optimizer")

@@ -31,6 +31,8 @@ def check_metrics(metrics: DictConfig) -> None:
                           "use one of: auto, true, false")
     _boolean("metrics.sample_grids", metrics.get("sample_grids"))
     check_positive_int("metrics.max_pools", metrics.get("max_pools"))
+    if metrics.get("samples_per_task") is not None:
+        check_positive_int("metrics.samples_per_task", metrics.samples_per_task)
     prd = metrics.prd
     check_positive_int("metrics.prd.clusters", prd.get("clusters"), least=2)
     check_positive_int("metrics.prd.angles", prd.get("angles"), least=3)

@@ -21,6 +21,7 @@ from clrun.generative_metrics.scores import (
     Sampler,
     predicted_classes,
     score_row,
+    scored_subsets,
 )
 from clrun.plugin import StrategyPlugin
 from clrun.scenarios.base import Scenario
@@ -37,6 +38,7 @@ class GenerativeEvaluation:
     samples_dir: Path | None  # None: no sample grids
     seed: int
     max_pools: int = MAX_POOLS  # an unconditional generator's pools per stage (scores.py)
+    samples_per_task: int | None = None  # test images scored per task (None: all)
 
     def __post_init__(self) -> None:
         self.scores = GenerativeScores()
@@ -59,8 +61,9 @@ class GenerativeEvaluation:
                         ) -> dict[str, list[float | None]]:
         stage = len(self.scores.fid)
         n_seen = loop.task.index + 1
+        subsets = scored_subsets(loop.scenario.tasks, self.samples_per_task, self.seed)
         row = score_row(sampler, loop.scenario, n_seen, self.feature_net, self.prd, loop.device,
-                        self.seed * 1000 + stage, self.max_pools)
+                        self.seed * 1000 + stage, self.max_pools, subsets)
         self.scores.append(row)
         if write_files and self.samples_dir is not None:
             labeller, whose = self.labeller(loop)
@@ -120,4 +123,4 @@ def generative_evaluation(mode: Any, metrics_cfg: Any, plugins: list[StrategyPlu
     net = feature_net(scenario, FeatureNetSettings(**metrics_cfg.feature_net), data_dir)
     return GenerativeEvaluation(sampler, net, PRDSettings(**metrics_cfg.prd),
                                 run_dir / "samples" if metrics_cfg.sample_grids else None, seed,
-                                metrics_cfg.max_pools)
+                                metrics_cfg.max_pools, metrics_cfg.get("samples_per_task"))

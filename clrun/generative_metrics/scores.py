@@ -67,12 +67,24 @@ def predicted_classes(net: TrainedFeatureNet, x: Tensor) -> Tensor:
     return torch.cat([net.net(x[i:i + 1024]).argmax(1) for i in range(0, len(x), 1024)])
 
 
+def scored_subsets(tasks: list[Task], per_task: int | None, seed: int) -> list[Tensor | None]:
+    """Which test images of each task are scored: all (None), or `per_task` drawn at random
+    (the same for every stage of a run: the seed is the run's)."""
+    if per_task is None:
+        return [None] * len(tasks)
+    rng = torch.Generator().manual_seed(seed)
+    return [torch.randperm(len(t.test), generator=rng)[:per_task] for t in tasks]
+
+
 def samples_for_tasks(sampler: Sampler, scenario: Scenario, tasks: list[Task],
                       net: TrainedFeatureNet, device: torch.device,
-                      max_pools: int = MAX_POOLS) -> list[Tensor]:
-    """Generated unit-space images for each task, as many as its test images, in its class
-    mix (see the module's docstring)."""
-    wanted = [scenario.natural_of(t, t.test.y).to(device) for t in tasks]
+                      max_pools: int = MAX_POOLS,
+                      subsets: list[Tensor | None] | None = None) -> list[Tensor]:
+    """Generated unit-space images for each task, as many as its scored test images, in
+    their class mix (see the module's docstring)."""
+    subsets = subsets or [None] * len(tasks)
+    wanted = [scenario.natural_of(t, t.test.y if keep is None else t.test.y[keep]).to(device)
+              for t, keep in zip(tasks, subsets, strict=True)]
     if hasattr(sampler, "sample_task"):  # conditioned on the task (Multiband VAE)
         return [sampler.sample_task(len(c), t.index) for t, c in zip(tasks, wanted, strict=True)]
     if sampler.conditional:
@@ -105,9 +117,10 @@ def samples_for_tasks(sampler: Sampler, scenario: Scenario, tasks: list[Task],
 
 
 def score_row(sampler: Sampler, scenario: Scenario, n_seen: int, net: TrainedFeatureNet,
-              prd: PRDSettings, device: torch.device, seed: int, max_pools: int = MAX_POOLS
-              ) -> dict[str, list[float | None]]:
-    """FID, precision and recall for tasks 0..n_seen-1 (None for later tasks)."""
+              prd: PRDSettings, device: torch.device, seed: int, max_pools: int = MAX_POOLS,
+              subsets: list[Tensor | None] | None = None) -> dict[str, list[float | None]]:
+    """FID, precision and recall for tasks 0..n_seen-1 (None for later tasks), on each task's
+    test images (`subsets[j]`: those of task j only)."""
     net.net.to(device)
     extractor = FeatureExtractor(net.net).to(device)
     tasks = scenario.tasks[:n_seen]
@@ -116,9 +129,11 @@ def score_row(sampler: Sampler, scenario: Scenario, n_seen: int, net: TrainedFea
     with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda"
                                                 else []):
         torch.manual_seed(seed)
-        generated = samples_for_tasks(sampler, scenario, tasks, net, device, max_pools)
-        for j, (task, fake) in enumerate(zip(tasks, generated, strict=True)):
-            real = scenario.pipeline.to_unit(task.test.x.to(device))
+        subsets = (subsets or [None] * scenario.n_tasks)[:n_seen]
+        generated = samples_for_tasks(sampler, scenario, tasks, net, device, max_pools, subsets)
+        for j, (task, fake, keep) in enumerate(zip(tasks, generated, subsets, strict=True)):
+            real = scenario.pipeline.to_unit(task.test.x if keep is None else task.test.x[keep])
+            real = real.to(device)
             fid = FrechetInceptionDistance(feature=extractor, input_img_size=scenario.input_shape,
                                            reset_real_features=True).to(device)
             fid.update(real, real=True)

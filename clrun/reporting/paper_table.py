@@ -3,7 +3,9 @@
 A targets file (`clrun/papers/<paper>.csv`) has a row per published number: the table row, its
 column (a setting, `task`/`domain`/`class`, or a scenario name such as `dirichlet_mnist` when
 the paper's columns are streams), optionally the metric (`acc` by default, or `fid`,
-`precision`, `recall`), the paper's mean and std and an optional note. A cell is flagged when
+`precision`, `recall`), the paper's mean and std (both empty: a number the paper reports
+that could not be read, shown as "not read", the note saying why) and an optional note. A
+cell is flagged when
 |ours - paper| > max(floor, 2 x the paper's std), the floor being 3 points of accuracy or FID
 and 0.03 of precision or recall (the tolerance the reproduction issues use for accuracy).
 """
@@ -28,10 +30,17 @@ TOLERANCE_FLOOR = {"acc": 3.0, "fid": 3.0, "precision": 0.03, "recall": 0.03}
 
 @dataclass(frozen=True)
 class Target:
-    mean: float
-    std: float
+    mean: float | None  # None: reported, but not read (the note says why)
+    std: float | None
     # why a published number cannot be reproduced (optional `note` column of the targets file)
     note: str = ""
+
+    def describe(self, plus_minus: str = "±") -> str:
+        return "not read" if self.mean is None else f"{self.mean:.2f} {plus_minus} {self.std:.2f}"
+
+
+def _number(text: str | None) -> float | None:
+    return float(text) if text not in (None, "") else None
 
 
 def available_papers() -> list[str]:
@@ -45,7 +54,7 @@ def load_targets(paper: str) -> dict[tuple[str, str, str], Target]:
         raise ClrunError(f"unknown paper {paper!r}; available: {', '.join(available_papers())}")
     text = resources.files("clrun.papers").joinpath(f"{paper}.csv").read_text()
     return {(r["row"], r["setting"], r.get("metric") or "acc"):
-            Target(float(r["mean"]), float(r["std"]), r.get("note") or "")
+            Target(_number(r["mean"]), _number(r["std"]), r.get("note") or "")
             for r in csv.DictReader(io.StringIO(text))}
 
 
@@ -77,7 +86,9 @@ class Comparison:
 
     @property
     def diff(self) -> float | None:
-        return None if self.ours.mean is None else self.ours.mean - self.paper.mean
+        if self.ours.mean is None or self.paper.mean is None:
+            return None
+        return self.ours.mean - self.paper.mean
 
     @property
     def tolerance(self) -> float:
@@ -151,7 +162,7 @@ def render_markdown(comparisons: list[Comparison]) -> str:
         cells = [row]
         for column in columns:
             c = by_column.get(column)
-            cells += ([_ours(c), f"{c.paper.mean:.2f} ± {c.paper.std:.2f}", _diff(c, "⚠")]
+            cells += ([_ours(c), c.paper.describe(), _diff(c, "⚠")]
                       if c else ["", "not reported", ""])
         lines.append("| " + " | ".join(cells) + " |")
     flagged = [c for c in comparisons if c.flagged]
@@ -164,6 +175,9 @@ def render_markdown(comparisons: list[Comparison]) -> str:
     for note in sorted({c.paper.note for c in flagged if c.paper.note}):
         rows = sorted({c.row for c in flagged if c.paper.note == note})
         lines.append(f"{EXPLAINED} ({', '.join(rows)}) = {note}")
+    for note in sorted({c.paper.note for c in comparisons if c.paper.mean is None}):
+        rows = sorted({c.row for c in comparisons if c.paper.mean is None and c.paper.note == note})
+        lines.append(f"not read ({', '.join(rows)}): {note}")
     return "\n".join(lines)
 
 
@@ -184,7 +198,7 @@ def render_latex(comparisons: list[Comparison]) -> str:
             ours = "--" if c.ours.mean is None else c.ours.describe().replace("±", "$\\pm$")
             mark = (r"$^\ddagger$" if c.paper.note else r"$^\dagger$") if c.flagged else ""
             diff = "--" if c.diff is None else f"{c.diff:+.2f}" + mark
-            cells += [ours, f"{c.paper.mean:.2f} $\\pm$ {c.paper.std:.2f}", diff]
+            cells += [ours, c.paper.describe("$\\pm$"), diff]
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines)

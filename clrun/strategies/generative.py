@@ -34,7 +34,7 @@ from clrun.generators.multiband import MultibandVAE
 from clrun.generators.population import GeneratorPopulation
 from clrun.generators.vae import VAE
 from clrun.plugin import StrategyPlugin
-from clrun.scenarios.base import InputPipeline
+from clrun.scenarios.base import InputPipeline, Split
 from clrun.scenarios.batches import Batch
 from clrun.strategies.importance import check_choice
 
@@ -184,7 +184,13 @@ class GenerativeReplay(_ReplayBase):
                               "(28×28, 32×32 images), generator=gan or generator=diffusion")
 
     def on_task_start(self, loop: TaskLoop, task: Task) -> None:
-        self._clock = {"start": time.perf_counter(), "replay_generation": 0.0}
+        self.prepare_replay(loop, task)
+        self.train_generator(loop, task)
+
+    def prepare_replay(self, loop: TaskLoop, task: Task) -> None:
+        """Freeze the previous classifier and generator; make the replay buffer (if asked)."""
+        self._clock = {"start": time.perf_counter(), "replay_generation": 0.0,
+                       "generator_training": 0.0}
         super().on_task_start(loop, task)
         self.previous = self.generator.frozen_copy().to(loop.device) if self.teacher else None
         self.buffer, self._replayed, self._steps = None, None, 0
@@ -193,12 +199,16 @@ class GenerativeReplay(_ReplayBase):
             self.buffer = GeneratedSamples.make(self.previous, self.seen_classes,
                                                 self.replay_buffer_per_class)
             self._clock["replay_generation"] += time.perf_counter() - started
+
+    def train_generator(self, loop: TaskLoop, task: Task, data: Split | None = None) -> None:
+        """The generator learns `task` (or `data`: unit-space samples, natural labels) and
+        rehearses the previous generator's samples."""
         self.generator.replay_from(self.previous, replay_weight(self.weighting,
                                                                 self.task_number),
                                    self.seen_classes, self.buffer, self.distill_generator)
         started = time.perf_counter()
-        loop.fit_generator(self.generator, task)
-        self._clock["generator_training"] = time.perf_counter() - started
+        loop.fit_generator(self.generator, task, data)
+        self._clock["generator_training"] += time.perf_counter() - started
 
     def on_task_end(self, loop: TaskLoop, task: Task) -> None:
         """Where the task's time went: the generator's training, making replay (the buffer

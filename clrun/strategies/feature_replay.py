@@ -1,0 +1,176 @@
+"""Generative replay in feature space: BI-R's "internal replay" (van de Ven, Siegelmann &
+Tolias 2020) on its own.
+
+The model's sequential backbone is cut at `layer`: the layers below it are frozen after the
+first task (or, with `lower_from`, loaded from another run's checkpoint and frozen from the
+start), so their activations mean the same thing for the rest of the run. After each task the
+generator (`generator=vae|diffusion|gan`, built for vectors of the cut's width) learns the
+task's activations, plus (from task 2 on) its own previous copy's samples as in DGR. While a
+later task trains, every step adds a batch of generated activations, labelled by the frozen
+previous classifier, that pass through the layers above the cut only: replay costs one small
+generator call and no pass through the lower layers.
+
+The generator works in [0, 1] per feature: activations are scaled by the smallest and largest
+value of each feature on the first task's data (kept in the checkpoint) and clipped there.
+Scores of the generator's samples (FID in an image feature net's space) do not apply to
+activations and are not computed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from clrun.checkpoint import FILENAME, load_checkpoint
+from clrun.errors import ConfigError
+from clrun.scenarios.base import Split
+from clrun.strategies.generative import GenerativeReplay, replay_loss
+
+if TYPE_CHECKING:
+    from clrun.generators.base import Generator
+    from clrun.loop import TaskLoop
+    from clrun.module import ContinualModule
+    from clrun.scenarios.base import Scenario, Task
+    from clrun.scenarios.batches import Batch
+
+KEY = "strategy.plugins.feature_replay"
+
+
+def split_backbone(net: nn.Module, layer: int) -> tuple[nn.Sequential, nn.Sequential]:
+    """The backbone's layers below `layer` and from `layer` on (refused if it is no cut)."""
+    backbone = getattr(net, "backbone", None)
+    if not isinstance(backbone, nn.Sequential) or not 0 < layer <= len(backbone):
+        size = len(backbone) if isinstance(backbone, nn.Sequential) else 0
+        raise ConfigError(f"{KEY}.layer", layer,
+                          "must cut the model's sequential backbone inside it: 1.."
+                          f"{size} ({size} being the features the heads read)" if size else
+                          "needs a model whose backbone is an nn.Sequential (mlp, convnet, "
+                          "lenet_g)")
+    return backbone[:layer], backbone[layer:]
+
+
+def heads_output(net: nn.Module, features: Tensor) -> Tensor:
+    return torch.cat([head(features) for head in net.heads], dim=1)
+
+
+class FeatureReplay(GenerativeReplay):
+    """`strategy=feature_replay`: DGR on the activations at backbone layer `layer`."""
+
+    option = "feature_replay"
+
+    def __init__(self, layer: int = 3, lower_from: str | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.layer = layer
+        self.lower_from = lower_from
+        self.low: Tensor | None = None   # per-feature range of the first task's activations
+        self.high: Tensor | None = None
+        self.lower: nn.Sequential | None = None
+
+    def generator_input_shape(self, net: nn.Module, scenario: Scenario) -> tuple[int, ...]:
+        lower, _ = split_backbone(net, self.layer)
+        with torch.no_grad():
+            shape = lower(torch.zeros(1, *scenario.input_shape)).shape[1:]
+        if len(shape) != 1:
+            raise ConfigError(f"{KEY}.layer", self.layer,
+                              f"gives activations of shape {tuple(shape)}; feature replay "
+                              "models vectors: cut after the Flatten of the backbone")
+        return tuple(shape)
+
+    def extend_model(self, module: ContinualModule, scenario: Scenario) -> None:
+        self.lower, _ = split_backbone(module.net, self.layer)
+        if self.lower_from is not None:
+            self.lower.load_state_dict(self.checkpointed_lower(module.net))
+            self.freeze()
+
+    def checkpointed_lower(self, net: nn.Module) -> dict[str, Tensor]:
+        """The lower layers' weights in `lower_from` (a run directory or its checkpoint)."""
+        path = Path(self.lower_from).expanduser()
+        if path.is_dir():
+            path = path / "checkpoints" / FILENAME
+        if not path.is_file():
+            raise ConfigError(f"{KEY}.lower_from", self.lower_from,
+                              "is no clrun checkpoint or run directory holding one "
+                              f"(looked for {path})")
+        model = load_checkpoint(path)["model"]
+        names = self.lower.state_dict().keys()
+        state = {name: model.get(f"backbone.{name}") for name in names}
+        wrong = [n for n in names if state[n] is None
+                 or state[n].shape != self.lower.state_dict()[n].shape]
+        if wrong:
+            raise ConfigError(f"{KEY}.lower_from", self.lower_from,
+                              f"holds no backbone.{wrong[0]} of this model's shape: it must "
+                              "come from a run of the same model up to layer "
+                              f"{self.layer}")
+        return state
+
+    def freeze(self) -> None:
+        self.lower.requires_grad_(False).eval()
+
+    @property
+    def frozen_lower(self) -> bool:
+        return not any(p.requires_grad for p in self.lower.parameters())
+
+    def sampler(self) -> Generator | None:
+        return None  # activations, not images: no FID
+
+    # -- task boundaries --------------------------------------------------------------------
+    def on_task_start(self, loop: TaskLoop, task: Task) -> None:
+        self.prepare_replay(loop, task)
+
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        """Frozen layers stay in eval mode (batch norm statistics do not move either)."""
+        if self.frozen_lower:
+            self.lower.eval()
+
+    def on_task_end(self, loop: TaskLoop, task: Task) -> None:
+        """Freeze the lower layers (after the first task), then train the generator on the
+        task's activations."""
+        if not self.frozen_lower:
+            self.freeze()
+        features = self.activations(loop, task.train)
+        if self.low is None:
+            self.low, self.high = features.amin(dim=0), features.amax(dim=0)
+        self.train_generator(loop, task, Split(self.to_unit(features).cpu(),
+                                               loop.scenario.natural_of(task, task.train.y),
+                                               task.train.task))
+        super().on_task_end(loop, task)
+
+    @torch.no_grad()
+    def activations(self, loop: TaskLoop, data: Split) -> Tensor:
+        pipeline = loop.scenario.pipeline
+        return torch.cat([self.lower(pipeline(data.x[i:i + 1024].to(loop.device), train=False))
+                          for i in range(0, len(data), 1024)]).float()
+
+    def to_unit(self, features: Tensor) -> Tensor:
+        return ((features - self.low) / (self.high - self.low).clamp_min(1e-6)).clamp(0, 1)
+
+    def from_unit(self, unit: Tensor) -> Tensor:
+        return self.low + unit.clamp(0, 1) * (self.high - self.low)
+
+    # -- replay -----------------------------------------------------------------------------
+    def loss(self, module: ContinualModule, batch: Batch, logits: Tensor) -> Tensor | None:
+        current = module.classification_loss(batch, logits)
+        if self.previous is None:
+            return current
+        unit, _ = self.replayed_unit(module, self.replay_size(batch))
+        features = self.from_unit(unit)
+        _, upper = split_backbone(module.net, self.layer)
+        _, teacher_upper = split_backbone(self.teacher, self.layer)
+        with torch.no_grad():
+            teacher = heads_output(self.teacher, teacher_upper(features))
+        student = heads_output(module.net, upper(features))
+        replayed = replay_loss(student, teacher, self.groups, self.soft, self.temperature)
+        return self.weighted(current, replayed)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "low": self.low, "high": self.high}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self.low, self.high = state_dict["low"], state_dict["high"]
+        if self.low is not None:
+            self.freeze()
