@@ -180,6 +180,8 @@ class VirtualDevice(TorchFunctionMode):
             return HOST if torch.device(device).type == "cpu" and torch_internal() else DEVICE
         if func is torch.Tensor.cpu:
             return HOST
+        if func is torch.Tensor.__deepcopy__:  # the memo holds whatever was copied before
+            return self.tag(args[0])
         if func in MOVES:
             targets = [a for a in [*args[1:], *kwargs.values()]
                        if isinstance(a, (torch.device, str, int, torch.Tensor))

@@ -19,8 +19,15 @@ from clrun.paths import config_dir
 FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 # Small, fast settings for end-to-end tests on the digits scenario.
 FAST = ("trainer.max_epochs=2", "logger=none")
+# A diffusion model of two UNet levels on 8×8 digits, few noise levels and DDIM steps.
+TINY_DIFFUSION = ("generator=diffusion", "generator.block_channels=[8,16]",
+                  "generator.train_steps=100", "generator.sample_steps=3",
+                  "generator.ema_decay=0.9", "metrics.prd.runs=1", "metrics.samples_per_task=40")
 # What some strategies need on top of FAST to run on the default (digits) scenario.
 STRATEGY_OVERRIDES = {
+    "guide": [*TINY_DIFFUSION, "strategy.plugins.guide.regenerate_every=8",
+              "strategy.plugins.guide.probe_samples=16"],
+    "feature_replay": ["generator=vae", "generator.hidden_sizes=[32]"],
     "latent_replay": ["strategy.plugins.latent_replay.latent_layer=2"],
     "interval": ["model=interval_mlp", "trainer.max_epochs=3",
                  "strategy.plugins.interval.contraction_epochs=1"],

@@ -12,13 +12,14 @@ from tests.conftest import STRATEGY_OVERRIDES, read_metrics, run_cli
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["ewc", "er", "[si,lwf]", "dgr", "binplay"])
+@pytest.mark.parametrize("strategy", ["ewc", "er", "[si,lwf]", "dgr", "binplay", "guide"])
 def test_ddp_cpu_two_task_run_agrees_on_both_ranks(tmp_path, strategy):
     """Slow (~20 s): two DDP processes (gloo), each importing torch and training."""
     # dgr, binplay: each rank's generator, trained under DDP, is compared after every task too
     # (binplay: and each rank gives the images the same codes, or the classifiers would differ)
     extra = {"dgr": ["generator=vae", "metrics.generative=false"],
-             "binplay": [*STRATEGY_OVERRIDES["binplay"], "metrics.generative=false"]
+             "binplay": [*STRATEGY_OVERRIDES["binplay"], "metrics.generative=false"],
+             "guide": [*STRATEGY_OVERRIDES["guide"], "metrics.generative=false"],
              }.get(strategy, [])
     out = run_cli("hydra.run.dir=run", "trainer=ddp_cpu", f"strategy={strategy}", *extra,
                   "scenario.n_tasks=2", "trainer.max_epochs=2", "logger=none", cwd=tmp_path)

@@ -8,7 +8,7 @@ import torch
 
 from clrun.device_check import DeviceMistake, VirtualDevice
 from clrun.run import run
-from tests.conftest import STRATEGY_OVERRIDES, compose_cfg
+from tests.conftest import STRATEGY_OVERRIDES, TINY_DIFFUSION, compose_cfg
 
 SMOKE = ("check_devices=true", "scenario.n_tasks=2", "trainer.max_epochs=1", "logger=none",
          "checkpoint=false", "metrics.prd.runs=1", "metrics.feature_net.steps=20")
@@ -23,6 +23,10 @@ FAMILIES = {
     "dgr_vae": ["strategy=dgr", "generator=vae"], "dgr_gan": ["strategy=dgr", "generator=gan",
                                                               "trainer.max_steps=10"],
     "dgr_distill": ["strategy=dgr_distill", *STRATEGY_OVERRIDES["dgr_distill"]],
+    "dgr_diffusion": ["strategy=dgr", *TINY_DIFFUSION,
+                      "strategy.plugins.dgr.generator_replay=distill"],
+    "guide": ["strategy=guide", *STRATEGY_OVERRIDES["guide"]],
+    "feature_replay": ["strategy=feature_replay", *STRATEGY_OVERRIDES["feature_replay"]],
     "rtf": ["strategy=rtf", "generator=vae"], "bir": ["strategy=bir", "generator=vae"],
     "binplay": ["strategy=binplay", *STRATEGY_OVERRIDES["binplay"]],
     "multiband": ["objective=generative", "strategy=multiband", "generator=multiband_vae",

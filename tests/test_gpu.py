@@ -14,7 +14,8 @@ pytestmark = [pytest.mark.gpu,
 
 
 @pytest.mark.parametrize("strategy", ["ewc", "er", "lwf", "interval", "dgr", "rtf", "bir",
-                                      "binplay", "pnn", "piggyback", "supsup", "hnet"])
+                                      "binplay", "pnn", "piggyback", "supsup", "hnet", "guide",
+                                      "feature_replay"])
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
 def test_two_task_run_on_the_gpu(tmp_path, strategy, precision):
     setting = "task" if strategy in ("pnn", "piggyback") else "class"

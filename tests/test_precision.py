@@ -9,7 +9,7 @@ from tests.conftest import FAST, STRATEGY_OVERRIDES, compose_cfg
 
 STRATEGIES = ["naive", "l2", "ewc", "oewc", "si", "mas", "lwf", "replay", "latent_replay", "er",
               "mir", "gdumb", "icarl", "gem", "agem", "interval", "dgr", "dgr_distill", "rtf",
-              "bir", "binplay"]
+              "bir", "binplay", "guide", "feature_replay"]
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)

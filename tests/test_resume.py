@@ -14,7 +14,7 @@ import time
 import pytest
 import torch
 
-from tests.conftest import run_cli
+from tests.conftest import STRATEGY_OVERRIDES, run_cli
 
 ARGS = ("strategy=[ewc,lwf,er]", "trainer.max_epochs=30", "logger=none", "seed=3")
 # a generator strategy: the generator, its optimizer and the generative scores are restored
@@ -22,6 +22,10 @@ GENERATIVE_ARGS = ("strategy=dgr", "generator=vae", "generator.hidden_sizes=[64]
                    "train.reset_optimizer=false", "trainer.max_epochs=15", "metrics.prd.runs=1",
                    "logger=none", "seed=3")
 
+# a diffusion model (weights, weight average, optimizer), GUIDE's probes and the time split
+DIFFUSION_ARGS = ("strategy=guide", *STRATEGY_OVERRIDES["guide"], "model.hidden_sizes=[32]",
+                  "train.reset_optimizer=false", "trainer.max_epochs=15", "logger=none",
+                  "seed=3")
 
 # the generator as the learner: its penalties' state and its replay of itself
 LEARNER_ARGS = ("objective=generative", "generator=vae", "strategy=[si,generative_replay]",
@@ -35,8 +39,10 @@ MULTIBAND_ARGS = ("objective=generative", "generator=multiband_vae", "strategy=m
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("args", [ARGS, GENERATIVE_ARGS, LEARNER_ARGS, MULTIBAND_ARGS],
-                         ids=["ewc_lwf_er", "dgr", "objective_generative", "multiband"])
+@pytest.mark.parametrize("args", [ARGS, GENERATIVE_ARGS, DIFFUSION_ARGS, LEARNER_ARGS,
+                                  MULTIBAND_ARGS],
+                         ids=["ewc_lwf_er", "dgr", "guide_diffusion", "objective_generative",
+                              "multiband"])
 def test_sigkill_during_task_3_then_resume_gives_identical_metrics(tmp_path, args):
     """Slow (~40 s): trains twice in subprocesses, one killed during task 3 and resumed."""
     env = {**os.environ, "WANDB_MODE": "disabled"}

@@ -127,10 +127,12 @@ class Generator(pl.LightningModule):
         return next(self.parameters()).dtype
 
     def frozen_copy(self) -> Generator:
-        """A copy for replay that never trains and carries no replay of its own."""
+        """A copy for replay that never trains and carries no replay of its own, nor the
+        Trainer that last fitted it (deep-copying that would copy its data and loggers)."""
         replay, self.replay = self.replay, None
+        trainer, self._trainer = self._trainer, None
         twin = copy.deepcopy(self).eval().requires_grad_(False)
-        self.replay = replay
+        self.replay, self._trainer = replay, trainer
         return twin
 
     def replay_from(self, previous: Generator | None, weight_current: float,

@@ -50,7 +50,8 @@ class DiffusionGenerator(Generator):
     fits = ("images (C, H, W), padded or resized to generator.image_size, or feature "
             "vectors (D,)")
 
-    def __init__(self, block_channels: list[int] | tuple[int, ...] = (32, 64, 64),
+    def __init__(self, input_shape: tuple[int, ...], n_classes: int,
+                 block_channels: list[int] | tuple[int, ...] = (16, 32, 32),
                  layers_per_block: int = 1, attention_resolutions: list[int] | None = None,
                  norm_groups: int = 8, dropout: float = 0.0, image_size: int | None = None,
                  fit: str = "pad", vector_hidden_sizes: list[int] | tuple[int, ...] = (256, 256),
@@ -58,7 +59,7 @@ class DiffusionGenerator(Generator):
                  sample_steps: int = 50, sample_batch_size: int = 256,
                  ema_decay: float = 0.9999, distillation_weight: float = 1.0,
                  **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(input_shape=input_shape, n_classes=n_classes, **kwargs)
         from diffusers import DDIMScheduler, DDPMScheduler
 
         if fit not in FITS:

@@ -36,8 +36,8 @@ def ddim_sample(denoiser: nn.Module, scheduler: object, noise: Tensor, classes: 
     alphas = scheduler.alphas_cumprod.to(noise.device)
     x = noise
     s = per_sample(scale, x)
-    for t in scheduler.timesteps:
-        steps_t = t.to(x.device).expand(len(x))
+    for t in scheduler.timesteps.tolist():  # host ints: the schedule's arithmetic never syncs
+        steps_t = torch.full((len(x),), t, device=x.device, dtype=torch.long)
         if guidance is None:
             eps = denoiser(x, steps_t, classes)
         else:
