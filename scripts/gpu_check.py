@@ -6,7 +6,8 @@ Steps: versions; split Fashion-MNIST naive on the accelerator in fp32 and bf16-m
 training steps per second beside a bare PyTorch loop on the same protocol (MLP 784-32-10,
 batch 32, Adam: per-step cost shows); then a two-task smoke of every family (regularization,
 replay, gradient surgery, generative replay, a generator as the learner, architectural,
-interval) on the bundled digits, each its own process and line. `--cpu` runs the same steps on
+interval) on the bundled digits, each its own process and line, after the default diffusion
+model's cost per training step. `--cpu` runs the same steps on
 the CPU with tiny budgets (CI runs it, so the script cannot rot).
 """
 
@@ -36,6 +37,11 @@ FAMILIES = [
     ("icarl", ["strategy=icarl"]),
     ("dgr_vae", ["strategy=dgr", "generator=vae", "metrics.prd.runs=1"]),
     ("rtf", ["strategy=rtf", "generator=vae", "metrics.generative=false"]),
+    ("guide", ["strategy=guide", "generator=diffusion", "generator.block_channels=[8,16]",
+               "generator.sample_steps=3", "strategy.plugins.guide.regenerate_every=8",
+               "metrics.prd.runs=1", "metrics.samples_per_task=40"]),
+    ("feature_replay", ["strategy=feature_replay", "generator=diffusion",
+                        "generator.sample_steps=3"]),
     ("binplay", ["strategy=binplay", "generator=binary_ae", "generator.architecture=fc",
                  "generator.hidden_sizes=[64]", "generator.latent_size=32",
                  "generator.pretrain_epochs=1", "generator.code_warmup_epochs=1",
@@ -142,6 +148,26 @@ def speed(check: Check, precision: str) -> None:
     check.report(status, name, seconds, detail)
 
 
+def diffusion_cost(check: Check) -> None:
+    """What the default diffusion model costs per training step of 64 split Fashion-MNIST
+    images (generator=diffusion, 0.27 M parameters), from timing.json's split."""
+    steps = 10 if check.cpu else 200
+    run_dir = check.out / "diffusion"
+    status, seconds, tail = check.run("diffusion-cost", check.clrun(
+        *check.trainer, *TINY, "strategy=dgr", "generator=diffusion", "scenario.n_tasks=2",
+        "generator.batch_size=64", f"generator.max_steps={steps}", "trainer.max_epochs=-1",
+        "trainer.max_steps=10", "generator.sample_steps=10", "metrics.generative=false",
+        "strategy.plugins.dgr.replay_buffer_per_class=20", f"hydra.run.dir={run_dir}"),
+        240 if check.cpu else 180)
+    detail = tail
+    if status == "PASS":
+        split = json.loads((run_dir / "timing.json").read_text())["seconds_per_task"]
+        first, later = split[0]["generator_training"], split[1]["generator_training"]
+        detail = (f"{first / steps:.3f} s/step on task 0, {later / steps:.3f} s/step with "
+                  "self-replay (task 1)")
+    check.report(status, "diffusion-cost", seconds, detail)
+
+
 def families(check: Check) -> None:
     """A two-task smoke of every family, each its own process and line (bf16 on the GPU)."""
     budget = ["trainer.max_epochs=1"] if not check.cpu else [
@@ -176,6 +202,7 @@ def main() -> int:
     versions(check)
     speed(check, "32-true")
     speed(check, "bf16-mixed")
+    diffusion_cost(check)
     families(check)
     failed = [line for line in (check.out / "summary.txt").read_text().splitlines()
               if line.startswith(("FAIL", "TIMEOUT"))]

@@ -130,7 +130,8 @@ def test_reproduce_help_lists_the_experiments(capsys):
 
     assert reproduce(["--help"]) == 0
     listed = capsys.readouterr().out
-    assert "experiments: architectural_fmnist, binplay_fmnist, binplay_mnist, generative" in listed
+    assert ("experiments: architectural_fmnist, binplay_fmnist, binplay_mnist, diffusion_fmnist, "
+            "generative") in listed
     assert reproduce(["intercontinet"]) == 2
     assert "unknown experiment 'intercontinet'" in capsys.readouterr().err
 
@@ -245,3 +246,16 @@ def test_multiband_mnist_encodes_the_mnist_command_per_stream(tmp_path):
                       "metrics.sample_grids=false")
     result = run(cfg, tmp_path / "run")
     assert len(result.generative["fid"]) == 5 and result.config["paper"] == "multiband_mnist"
+
+
+def test_a_number_that_could_not_be_read_is_shown_so_and_never_compared(tmp_path):
+    write_job(tmp_path, 0, ["row=dfm_dgr_diffusion"], acc=55.0, row="dfm_dgr_diffusion",
+              setting="class")
+    comparisons = compare(collect(tmp_path), "diffusion_fmnist")
+    diffusion = {c.row: c for c in comparisons}["dgr_diffusion"]
+    assert diffusion.paper.mean is None and diffusion.diff is None and not diffusion.flagged
+    markdown = render_markdown(comparisons)
+    assert "| dgr_diffusion | 55.00 (n=1) | not read | — |" in markdown
+    assert "not read (dgr_diffusion, dgr_distill): Masip et al." in markdown
+    assert "not read" in render_latex(comparisons)
+    assert all(t.mean is None for t in load_targets("guide_cifar10").values())
