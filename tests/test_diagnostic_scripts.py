@@ -30,3 +30,15 @@ def test_script_reads_a_finished_run(tmp_path, script, args, first_line):
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
     assert lines[0].startswith(first_line) and len(lines) >= 5
+
+
+@pytest.mark.slow
+def test_replay_cost_prints_a_row_per_sampler():
+    """Slow (~10 s): the script in a subprocess, importing torch and diffusers."""
+    out = subprocess.run([sys.executable, "scripts/replay_cost.py", "--batch", "2",
+                          "--sample-steps", "1", "2", "--regenerate-every", "1", "10",
+                          "--steps", "20", "--repeats", "1"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    rows = out.stdout.strip().splitlines()
+    assert len(rows) == 6 and rows[2].startswith("| DDIM-1 |") and "guided" in rows[-1]
