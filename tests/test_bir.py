@@ -92,8 +92,40 @@ def test_bir_replays_the_earlier_classes_and_resumes_exactly(tmp_path, monkeypat
     (["strategy=bir", "generator=conv_vae"], "brain-inspired replay needs the fully connected"),
     (["strategy=bir", "generator=vae", "strategy.plugins.bir.gate_proportion=1"],
      "gate_proportion=1 is invalid"),
+    (["strategy=bir", "generator=vae", "strategy.plugins.bir.internal_replay=true"],
+     "strategy.plugins.bir.internal_replay=True is invalid: replays the output of "
+     "convolutional layers: use a convolutional model"),
+    (["strategy=bir", "generator=vae", "strategy.plugins.bir.frozen_layers=3"],
+     "frozen_layers and lower_from cut the network for internal replay"),
+    (["strategy=bir", "generator=vae", "model=convnet", "strategy.plugins.bir.internal_replay=true",
+      "strategy.plugins.bir.frozen_layers=3"], "replay of features models vectors"),
 ])
 def test_bir_mistakes_fail_before_training(tmp_path, args, needle):
     with pytest.raises(ClrunError, match=re.escape(needle)):
         run(compose_cfg(*args, *FAST), tmp_path)
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_internal_replay_freezes_the_conv_layers_and_replays_their_output(tmp_path, monkeypatch):
+    frozen_states, replayed = [], []
+    task_end, draw = BrainInspiredReplay.on_task_end, BrainInspiredReplay.draw_replay
+
+    def record_end(self, loop, task):  # noqa: ANN001
+        task_end(self, loop, task)
+        frozen_states.append({k: v.clone() for k, v in self.lower.state_dict().items()})
+
+    def record_draw(self, n):  # noqa: ANN001
+        x, contexts = draw(self, n)
+        replayed.append(tuple(x.shape))
+        return x, contexts
+
+    monkeypatch.setattr(BrainInspiredReplay, "on_task_end", record_end)
+    monkeypatch.setattr(BrainInspiredReplay, "draw_replay", record_draw)
+    cfg = compose_cfg("strategy=bir", "generator=vae", "generator.z_dim=8", "model=convnet",
+                      "model.channels=[8,16]", "model.hidden_size=32", *FAST,
+                      "scenario.n_tasks=2", "strategy.plugins.bir.internal_replay=true")
+    result = run(cfg, tmp_path)
+    assert len(result.matrix) == 2 and result.generative is None  # activations: no FID
+    assert all(torch.equal(frozen_states[1][k], frozen_states[0][k]) for k in frozen_states[0])
+    # the conv part's output: 16 channels of 2×2 after two poolings of the 8×8 digits
+    assert replayed and {shape[1:] for shape in replayed} == {(16 * 2 * 2,)}

@@ -216,7 +216,7 @@ def test_guide_runs_probes_and_draws_guided_beside_unguided(tmp_path):
      "strategy.plugins.feature_replay.layer=9 is invalid: must cut the model's sequential "
      "backbone inside it: 1..3"),
     (["strategy=feature_replay", "generator=vae", "model=convnet",
-      "strategy.plugins.feature_replay.layer=3"], "feature replay models vectors"),
+      "strategy.plugins.feature_replay.layer=3"], "replay of features models vectors"),
     (["strategy=feature_replay", "generator=vae",
       "strategy.plugins.feature_replay.lower_from=nowhere"],
      "strategy.plugins.feature_replay.lower_from='nowhere' is invalid"),

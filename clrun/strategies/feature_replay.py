@@ -39,17 +39,48 @@ if TYPE_CHECKING:
 KEY = "strategy.plugins.feature_replay"
 
 
-def split_backbone(net: nn.Module, layer: int) -> tuple[nn.Sequential, nn.Sequential]:
+def split_backbone(net: nn.Module, layer: int, key: str = f"{KEY}.layer"
+                   ) -> tuple[nn.Sequential, nn.Sequential]:
     """The backbone's layers below `layer` and from `layer` on (refused if it is no cut)."""
     backbone = getattr(net, "backbone", None)
     if not isinstance(backbone, nn.Sequential) or not 0 < layer <= len(backbone):
         size = len(backbone) if isinstance(backbone, nn.Sequential) else 0
-        raise ConfigError(f"{KEY}.layer", layer,
+        raise ConfigError(key, layer,
                           "must cut the model's sequential backbone inside it: 1.."
                           f"{size} ({size} being the features the heads read)" if size else
                           "needs a model whose backbone is an nn.Sequential (mlp, convnet, "
                           "lenet_g)")
     return backbone[:layer], backbone[layer:]
+
+
+def vector_shape(lower: nn.Module, input_shape: tuple[int, ...], key: str, layer: int
+                 ) -> tuple[int, ...]:
+    """The shape of `lower`'s activations for one input; refused unless it is a vector."""
+    with torch.no_grad():
+        shape = tuple(lower(torch.zeros(1, *input_shape)).shape[1:])
+    if len(shape) != 1:
+        raise ConfigError(key, layer, f"gives activations of shape {shape}; replay of "
+                          "features models vectors: cut after the Flatten of the backbone")
+    return shape
+
+
+def checkpointed_lower(lower: nn.Module, source: str, key: str, layer: int
+                       ) -> dict[str, Tensor]:
+    """`lower`'s weights as another run (its directory or checkpoint file) left them."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        path = path / "checkpoints" / FILENAME
+    if not path.is_file():
+        raise ConfigError(key, source, "is no clrun checkpoint or run directory holding one "
+                          f"(looked for {path})")
+    model = load_checkpoint(path)["model"]
+    own = lower.state_dict()
+    state = {name: model.get(f"backbone.{name}") for name in own}
+    wrong = [n for n in own if state[n] is None or state[n].shape != own[n].shape]
+    if wrong:
+        raise ConfigError(key, source, f"holds no backbone.{wrong[0]} of this model's shape: "
+                          f"it must come from a run of the same model up to layer {layer}")
+    return state
 
 
 def heads_output(net: nn.Module, features: Tensor) -> Tensor:
@@ -72,40 +103,14 @@ class FeatureReplay(GenerativeReplay):
 
     def generator_input_shape(self, net: nn.Module, scenario: Scenario) -> tuple[int, ...]:
         lower, _ = split_backbone(net, self.layer)
-        with torch.no_grad():
-            shape = lower(torch.zeros(1, *scenario.input_shape)).shape[1:]
-        if len(shape) != 1:
-            raise ConfigError(f"{KEY}.layer", self.layer,
-                              f"gives activations of shape {tuple(shape)}; feature replay "
-                              "models vectors: cut after the Flatten of the backbone")
-        return tuple(shape)
+        return vector_shape(lower, scenario.input_shape, f"{KEY}.layer", self.layer)
 
     def extend_model(self, module: ContinualModule, scenario: Scenario) -> None:
         self.lower, _ = split_backbone(module.net, self.layer)
         if self.lower_from is not None:
-            self.lower.load_state_dict(self.checkpointed_lower(module.net))
+            self.lower.load_state_dict(checkpointed_lower(self.lower, self.lower_from,
+                                                          f"{KEY}.lower_from", self.layer))
             self.freeze()
-
-    def checkpointed_lower(self, net: nn.Module) -> dict[str, Tensor]:
-        """The lower layers' weights in `lower_from` (a run directory or its checkpoint)."""
-        path = Path(self.lower_from).expanduser()
-        if path.is_dir():
-            path = path / "checkpoints" / FILENAME
-        if not path.is_file():
-            raise ConfigError(f"{KEY}.lower_from", self.lower_from,
-                              "is no clrun checkpoint or run directory holding one "
-                              f"(looked for {path})")
-        model = load_checkpoint(path)["model"]
-        names = self.lower.state_dict().keys()
-        state = {name: model.get(f"backbone.{name}") for name in names}
-        wrong = [n for n in names if state[n] is None
-                 or state[n].shape != self.lower.state_dict()[n].shape]
-        if wrong:
-            raise ConfigError(f"{KEY}.lower_from", self.lower_from,
-                              f"holds no backbone.{wrong[0]} of this model's shape: it must "
-                              "come from a run of the same model up to layer "
-                              f"{self.layer}")
-        return state
 
     def freeze(self) -> None:
         self.lower.requires_grad_(False).eval()

@@ -329,19 +329,26 @@ class ReplayThroughFeedback(_ReplayBase):
         """n unit-space samples of the frozen previous network and their decoder contexts."""
         return self.teacher.feedback.sample(n), None
 
+    def reconstruction_target(self, batch: Batch) -> Tensor:
+        """What the decoder reconstructs for the current batch: its unit-space images."""
+        return self.pipeline.to_unit(batch.raw) if batch.raw is not None else batch.x
+
+    def replayed_logits(self, net: nn.Module, x_unit: Tensor) -> Tensor:
+        """A network's outputs on replayed samples (the student's features are kept)."""
+        return net(self.pipeline.from_unit(x_unit, train=True))
+
     def loss(self, module: ContinualModule, batch: Batch, logits: Tensor) -> Tensor:
         feedback = module.net.feedback
         features = self._features  # of batch.x, from the module's forward
-        unit = self.pipeline.to_unit(batch.raw) if batch.raw is not None else batch.x
         current = (module.classification_loss(batch, logits)
-                   + feedback.loss(features, unit, self.current_contexts(batch)))
+                   + feedback.loss(features, self.reconstruction_target(batch),
+                                   self.current_contexts(batch)))
         if self.teacher is None:
             return current
         x_unit, contexts = self.draw_replay(self.replay_size(batch))
-        x = self.pipeline.from_unit(x_unit, train=True)
         with torch.no_grad():
-            teacher = self.teacher(x)
-        student = module.net(x)
+            teacher = self.replayed_logits(self.teacher, x_unit)
+        student = self.replayed_logits(module.net, x_unit)
         replayed = (replay_loss(student, teacher, self.groups, self.soft, self.temperature)
                     + feedback.loss(self._features, x_unit, contexts))
         return self.weighted(current, replayed)
