@@ -250,7 +250,7 @@ def test_generator_replays_its_predecessor_with_the_task_weight():
     plugin.attach_generator(generator)
     loop = make_loop([plugin], n_tasks=5, epochs=1)
     seen = []
-    loop.fit_generator = lambda g, task: seen.append(
+    loop.fit_generator = lambda g, task, data=None: seen.append(
         (task.index, g.replay and g.replay.weight_current, g.replay and g.replay.previous))
     loop.run()
     assert [s[0] for s in seen] == [0, 1, 2, 3, 4] and seen[0][1] is None
