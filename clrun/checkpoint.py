@@ -2,8 +2,8 @@
 
 A checkpoint holds what the run is (strategy, generator, scenario, model), the network, the
 optimizer state when it is kept across tasks, every plugin's state (buffers, importances,
-exemplars), the global RNG state and the accuracy rows so far: tensors and plain containers
-only, so it loads with `torch.load(weights_only=True)`.
+exemplars), the global RNG states (the CPU's, each GPU's) and the accuracy rows so far: tensors
+and plain containers only, so it loads with `torch.load(weights_only=True)`.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ def save_checkpoint(loop: TaskLoop, path: Path) -> None:
         "optimizer": module.optimizer_state(),
         "plugins": [plugin.state_dict() for plugin in loop.plugins],
         "rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         "wandb_id": wandb_run_id(loop.loggers),
         "generative": loop.generative.state_dict() if loop.generative is not None else None,
     }
@@ -52,6 +53,13 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     except Exception as error:  # a damaged file: say which, never resume from garbage
         raise ClrunError(f"cannot resume from {path}: {type(error).__name__}: {error}; delete "
                          "it to start over") from None
+
+
+def restore_cuda_rng(states: list[torch.Tensor] | None) -> None:
+    """The GPUs' random streams (diffusion sampling draws there), when the run resumes on as
+    many GPUs as it was saved from; a CPU checkpoint has none to restore."""
+    if states and torch.cuda.is_available() and torch.cuda.device_count() == len(states):
+        torch.cuda.set_rng_state_all(states)
 
 
 def restore(loop: TaskLoop, state: dict[str, Any]) -> int:
@@ -73,5 +81,6 @@ def restore(loop: TaskLoop, state: dict[str, Any]) -> int:
     loop.matrix = [list(row) for row in state["matrix"]]
     loop.initial = list(state["initial"])
     torch.set_rng_state(state["rng"])
+    restore_cuda_rng(state.get("cuda_rng"))
     loop.stages_done = int(state["stages_done"])
     return loop.stages_done

@@ -12,8 +12,9 @@ left unjudged. The run fails with one line naming the first mistake and the line
 made it:
 
 - an operation mixing a device tensor with a host tensor of one or more dimensions (CUDA
-  refuses it; a 0-dim host tensor is allowed, as CUDA allows CPU scalars; indices of
-  `x[index]` are allowed, as CUDA copies them);
+  refuses it; a 0-dim host tensor is allowed, as CUDA allows CPU scalars; host indices of a
+  device tensor's `x[index]` are allowed, as CUDA copies them; device indices of a host
+  tensor are not);
 - inside a training step (between Lightning's batch start and end, of the classifier or of a
   generator), reading a device tensor on the host: `.item()`, `.tolist()`, `.cpu()`,
   `.numpy()`, `bool()`, `float()`, `int()` — each a host–device synchronisation per step.
@@ -191,6 +192,8 @@ class VirtualDevice(TorchFunctionMode):
                 known = [self._device_tag(t) for t in places]
                 return HOST if known and all(k == HOST for k in known) else DEVICE
             return self.tag(targets[0] if targets else args[0])  # a dtype change stays
+        if func in INDEXING:
+            self._check_index(args[0], args[1])
         checked = (args[0], *args[2:]) if func in INDEXING else (*args, *kwargs.values())
         tensors = [t for t in tree_flatten(list(checked))[0] if isinstance(t, torch.Tensor)]
         tags = [self.tag(t) for t in tensors]
@@ -205,6 +208,16 @@ class VirtualDevice(TorchFunctionMode):
         if DEVICE in tags:
             return DEVICE
         return HOST if tags and all(tag == HOST for tag in tags) else None
+
+
+    def _check_index(self, indexed: Any, index: Any) -> None:
+        """CUDA copies host indices to the device, not device indices to the host."""
+        if not isinstance(indexed, torch.Tensor) or self.tag(indexed) != HOST:
+            return
+        if any(isinstance(t, torch.Tensor) and self.tag(t) == DEVICE
+               for t in tree_flatten([index])[0]):
+            raise self._mistake(f"a host tensor is indexed by device indices at {where()}; "
+                                "keep the indexed tensor on the same device as its indices")
 
 
 class StepWindow(pl.Callback):

@@ -253,7 +253,7 @@ class ContinualModule(pl.LightningModule):
             self.log("task", float(self.current_task))
 
     def configure_optimizers(self) -> torch.optim.Optimizer | dict:
-        optimizer = self.kept_optimizer.get([p for p in self.parameters() if p.requires_grad])
+        optimizer = self.kept_optimizer.get(self)
         if not self.lr_milestones:
             return optimizer
         for group in optimizer.param_groups:  # every task starts from the configured rate

@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pytorch_lightning as pl
 import torch
@@ -257,17 +257,26 @@ def build_learner(cfg: DictConfig, choices: dict[str, str] | None, scenario: Any
     return module
 
 
-def finished_classifier(run_dir: Path) -> tuple[Any, ContinualModule, dict[str, Any]]:
+class FinishedRun(NamedTuple):
+    scenario: Any
+    module: ContinualModule
+    state: dict[str, Any]          # the last checkpoint
+    plugins: list[StrategyPlugin]  # as built (their checkpoint states in state["plugins"])
+
+
+def finished_classifier(run_dir: Path) -> FinishedRun:
     """A classification run's scenario and network as its last checkpoint left them (eval
-    mode), rebuilt from its `.hydra/config.yaml`, and the checkpoint: for diagnostic scripts."""
+    mode), rebuilt from its `.hydra/config.yaml`, the checkpoint and the run's strategy
+    plugins: for diagnostic scripts."""
     cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     data_dir = Path(cfg.data_dir).expanduser() if cfg.get("data_dir") else default_data_dir()
     scenario = build(cfg.scenario, "scenario", seed=cfg.seed, data_dir=str(data_dir))
-    module = build_classifier(cfg, None, scenario, build_plugins(cfg.strategy))
+    plugins = build_plugins(cfg.strategy)
+    module = build_classifier(cfg, None, scenario, plugins)
     state = load_checkpoint(run_dir / "checkpoints" / FILENAME)
     module.net.load_state_dict(state["model"])
     module.eval()
-    return scenario, module, state
+    return FinishedRun(scenario, module, state, plugins)
 
 
 def save_plots(result: RunResult) -> list[Path]:

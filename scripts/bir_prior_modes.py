@@ -20,7 +20,7 @@ from clrun.run import finished_classifier
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path)
-    scenario, module, _ = finished_classifier(parser.parse_args().run_dir)
+    scenario, module, _, _ = finished_classifier(parser.parse_args().run_dir)
     net = module.net
     means, variances = net.feedback.prior_means, net.feedback.prior_logvars.exp()
     print("classes per task:", [scenario.natural_classes([t]).tolist() for t in scenario.tasks])

@@ -21,7 +21,7 @@ from clrun.run import finished_classifier
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path)
-    scenario, module, state = finished_classifier(parser.parse_args().run_dir)
+    scenario, module, state, _ = finished_classifier(parser.parse_args().run_dir)
     n_masks = int(state["stages_done"])
     with torch.no_grad():
         for task in scenario.tasks:

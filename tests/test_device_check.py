@@ -80,6 +80,9 @@ def test_the_virtual_device_follows_tensors_through_operations():
         with pytest.raises(DeviceMistake, match="add mixes"):
             device_data + host
         mode.failed = False  # after a mistake the check stands down while the run unwinds
+        with pytest.raises(DeviceMistake, match="host tensor is indexed by device indices"):
+            host[torch.tensor([0, 1], device="cpu")]  # CUDA refuses device indices of host data
+        mode.failed = False
         mode.in_step = True
         host.sum().item()  # reading a host tensor costs no synchronisation
         with pytest.raises(DeviceMistake, match="item"):

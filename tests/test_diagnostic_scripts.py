@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import STRATEGY_OVERRIDES, run_cli
 
 SMALL = ("trainer.max_epochs=1", "model.hidden_sizes=[16]", "logger=none")
 
@@ -19,6 +19,8 @@ SMALL = ("trainer.max_epochs=1", "model.hidden_sizes=[16]", "logger=none")
     ("bir_prior_modes.py", ("strategy=bir", "generator=vae", "metrics.generative=false",
                             "generator.hidden_sizes=[16]", "generator.z_dim=4"),
      "classes per task:"),
+    ("guide_scale_probe.py", ("strategy=guide", *STRATEGY_OVERRIDES["guide"],
+                              "metrics.generative=false"), "earlier classes"),
 ])
 def test_script_reads_a_finished_run(tmp_path, script, args, first_line):
     """Slow (~19 s): the real clrun in 2 subprocesses, each importing torch."""

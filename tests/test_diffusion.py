@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from functools import partial
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -19,6 +20,7 @@ from clrun.run import run
 from clrun.scenarios.digits import split_digits
 from clrun.strategies.feature_replay import FeatureReplay
 from clrun.strategies.generative import GenerativeReplay
+from clrun.strategies.guide import GuidedReplay, padded_rows
 from tests.conftest import FAST, TINY_DIFFUSION, compose_cfg, read_metrics, run_cli
 
 ADAM = partial(torch.optim.Adam, lr=2e-3)
@@ -100,6 +102,24 @@ def test_guidance_at_scale_zero_is_unguided_and_a_positive_scale_moves_towards_n
                                            scale=per_sample), guided)
 
 
+@pytest.mark.parametrize("scale,guided", [(0.0, False), (0.5, True)])
+def test_guide_at_scale_zero_samples_without_the_classifier_gradient(scale, guided):
+    """s = 0 (GUIDE's unguided baseline, row gcifar_dgr_diffusion) skips guidance's cost."""
+    plugin = GuidedReplay(scale=scale)
+    calls = []
+    plugin.previous = SimpleNamespace(sample=lambda n, classes, guidance, scale: calls.append(
+        guidance) or torch.zeros(n, 1, 8, 8))
+    plugin.draw_classes = lambda n: torch.zeros(n, dtype=torch.long)
+    plugin.log_probability = lambda module: "toward the current task"
+    plugin.generate(torch.nn.Linear(1, 1), 4)
+    assert calls == ["toward the current task" if guided else None]
+
+
+def test_guided_grids_fill_their_last_row_with_blanks():
+    images = padded_rows(torch.ones(13, 1, 2, 2), 8)
+    assert images.shape == (16, 1, 2, 2) and images[13:].eq(0).all() and images[:13].eq(1).all()
+
+
 def test_generative_distillation_is_zero_when_student_equals_teacher():
     student = tiny_generator()
     teacher = student.frozen_copy()
@@ -119,8 +139,9 @@ def test_generative_distillation_is_zero_when_student_equals_teacher():
     assert torch.allclose(weighted.distillation_loss(teacher, x, classes), 3 * once)
 
 
-def test_vectors_get_an_mlp_denoiser():
-    generator = DiffusionGenerator((40,), 10, vector_hidden_sizes=(32,), train_steps=100,
+@pytest.mark.parametrize("width", [32, 33])  # an odd width: the step embedding is padded
+def test_vectors_get_an_mlp_denoiser(width):
+    generator = DiffusionGenerator((40,), 10, vector_hidden_sizes=(width,), train_steps=100,
                                    sample_steps=4, optimizer=ADAM)
     loss = generator.loss(torch.rand(8, 40), torch.randint(10, (8,)))
     loss.backward()
@@ -157,10 +178,10 @@ def test_a_diffusion_model_learns_a_task(tmp_path):
 
 
 def test_dgr_with_diffusion_in_both_generator_replay_modes(tmp_path):
-    for mode in ("samples", "distill"):
+    for mode, replay in (("samples", "regenerate_every=4"),
+                         ("distill", "replay_buffer_per_class=8")):
         cfg = compose_cfg("strategy=dgr", *TINY, *FAST, SMALL_MLP, *THREE_TASKS,
-                          "strategy.plugins.dgr.regenerate_every=4",
-                          "strategy.plugins.dgr.replay_buffer_per_class=8",
+                          f"strategy.plugins.dgr.{replay}",
                           f"strategy.plugins.dgr.generator_replay={mode}")
         result = run(cfg, tmp_path / mode)
         assert len(result.matrix) == 3 and result.generative["fid"][2][0] is not None
@@ -192,7 +213,7 @@ def test_replay_is_regenerated_every_k_steps_or_drawn_from_the_buffer(monkeypatc
 def test_guide_runs_probes_and_draws_guided_beside_unguided(tmp_path):
     cfg = compose_cfg("strategy=guide", *TINY, *FAST, SMALL_MLP, *THREE_TASKS,
                       "strategy.plugins.guide.regenerate_every=8",
-                      "strategy.plugins.guide.probe_samples=16", "strategy.plugins.guide.scale=1.0")
+                      "strategy.plugins.guide.probe_samples=12", "strategy.plugins.guide.scale=1.0")
     result = run(cfg, tmp_path)
     metrics = read_metrics(tmp_path)
     guided = metrics["guide_new_class_probability_guided"]
@@ -212,6 +233,10 @@ def test_guide_runs_probes_and_draws_guided_beside_unguided(tmp_path):
     (["strategy=dgr", *TINY, "strategy.plugins.dgr.regenerate_every=0"],
      "strategy.plugins.dgr.regenerate_every=0 is invalid"),
     (["strategy=dgr", *TINY, "generator.image_size=6"], "generator.image_size=6 is invalid"),
+    (["strategy=dgr", *TINY, "strategy.plugins.dgr.regenerate_every=5",
+      "strategy.plugins.dgr.replay_buffer_per_class=10"],
+     "the classifier's replay comes from the buffer: leave it at 1"),
+    (["strategy=guide"], "choose one with generator=diffusion"),
     (["strategy=feature_replay", "generator=vae", "strategy.plugins.feature_replay.layer=9"],
      "strategy.plugins.feature_replay.layer=9 is invalid: must cut the model's sequential "
      "backbone inside it: 1..3"),

@@ -25,6 +25,11 @@ from clrun.optim import KeptOptimizer, OptimizerFactory
 from clrun.scenarios.batches import Batch
 
 
+def draw_uniformly(values: Tensor, n: int) -> Tensor:
+    """n of `values`, drawn uniformly with replacement on their device (replay's classes)."""
+    return values[torch.randint(len(values), (n,), device=values.device)]
+
+
 @dataclass
 class GeneratedSamples:
     """Samples of a frozen generator made once (a task's replay buffer) and drawn from at
@@ -63,8 +68,7 @@ class GeneratorReplay:
             return self.buffer.draw(n)
         conditions = None
         if self.previous.conditional and self.conditions is not None:
-            pick = torch.randint(len(self.conditions), (n,), device=self.conditions.device)
-            conditions = self.conditions[pick]
+            conditions = draw_uniformly(self.conditions, n)
         return self.previous.sample(n, conditions), conditions
 
     def loss(self, generator: Generator, n: int) -> Tensor:
@@ -163,7 +167,7 @@ class Generator(pl.LightningModule):
             self.log(name, total / count, prog_bar=True)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.kept_optimizer.get([p for p in self.parameters() if p.requires_grad])
+        return self.kept_optimizer.get(self)
 
     def training_budget(self, batches_per_epoch: int) -> dict[str, int]:
         """Trainer arguments for one task's training (GANs count their own steps)."""

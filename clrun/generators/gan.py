@@ -126,8 +126,8 @@ class WGANGP(Generator):
         generator_opt.step()
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        return [self.kept_optimizer.get(list(self.generator.parameters())),
-                self.critic_optimizer.get(list(self.critic.parameters()))]
+        return [self.kept_optimizer.get(self.generator),
+                self.critic_optimizer.get(self.critic)]
 
     def training_budget(self, batches_per_epoch: int) -> dict[str, int]:
         steps = self.max_steps

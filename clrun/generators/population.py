@@ -104,7 +104,7 @@ class GeneratorPopulation(Generator):
         return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.kept_optimizer.get(list(self.levels[self.active].parameters()))
+        return self.kept_optimizer.get(self.levels[self.active])
 
     @torch.no_grad()
     def sample(self, n: int, conditions: Tensor | None = None) -> Tensor:

@@ -30,11 +30,15 @@ import torch
 from torch import Tensor, nn
 
 from clrun.errors import ConfigError
+from clrun.generators.base import draw_uniformly
 from clrun.generators.feedback import GatedFeedbackVAE
 from clrun.scenarios.batches import Batch
 from clrun.strategies.feature_replay import (
     checkpointed_lower,
+    freeze,
     heads_output,
+    is_frozen,
+    keep_frozen_in_eval,
     split_backbone,
     vector_shape,
 )
@@ -97,7 +101,7 @@ class BrainInspiredReplay(ReplayThroughFeedback):
             if self.lower_from is not None:
                 self.lower.load_state_dict(checkpointed_lower(
                     self.lower, self.lower_from, f"{KEY}.lower_from", self.cut))
-                self.freeze()
+                freeze(self.lower)
             last = self.lower[-1]
 
             def keep_activations(layer: nn.Module, inputs: Any, output: Tensor) -> None:
@@ -114,17 +118,12 @@ class BrainInspiredReplay(ReplayThroughFeedback):
         return GatedFeedbackVAE(feature_size, shape, self.template.hidden_sizes,
                                 self.template.z_dim, scenario.n_natural, self.gate_proportion)
 
-    def freeze(self) -> None:
-        self.lower.requires_grad_(False).eval()
-
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
-        """Frozen layers stay in eval mode (batch norm statistics do not move either)."""
-        if self.lower is not None and not any(p.requires_grad for p in self.lower.parameters()):
-            self.lower.eval()
+        keep_frozen_in_eval(self.lower)
 
     def on_task_end(self, loop: TaskLoop, task: Task) -> None:
         if self.lower is not None:
-            self.freeze()
+            freeze(self.lower)
 
     def sampler(self) -> GatedFeedbackVAE | None:
         return None if self.internal_replay else super().sampler()  # activations: no FID
@@ -132,7 +131,8 @@ class BrainInspiredReplay(ReplayThroughFeedback):
     def reconstruction_target(self, batch: Batch) -> Tensor:
         if not self.internal_replay:
             return super().reconstruction_target(batch)
-        return torch.sigmoid(self._activations.float())
+        # detached: the lower layers learn the task, not to match the decoder
+        return torch.sigmoid(self._activations.detach().float())
 
     def replayed_logits(self, net: nn.Module, x_unit: Tensor) -> Tensor:
         """Internal replay: decoded activations through the layers above the cut only."""
@@ -145,13 +145,11 @@ class BrainInspiredReplay(ReplayThroughFeedback):
         return heads_output(net, features)
 
     def state_dict(self) -> dict[str, Any]:
-        frozen = self.lower is not None and not any(p.requires_grad
-                                                    for p in self.lower.parameters())
-        return {"lower_frozen": frozen}
+        return {"lower_frozen": is_frozen(self.lower)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if state_dict.get("lower_frozen"):
-            self.freeze()
+            freeze(self.lower)
 
     def on_task_start(self, loop: TaskLoop, task: Task) -> None:
         super().on_task_start(loop, task)
@@ -161,6 +159,5 @@ class BrainInspiredReplay(ReplayThroughFeedback):
         return self.net.feedback.one_hot(self.scenario.natural_of(self.task, batch.y))
 
     def draw_replay(self, n: int) -> tuple[Tensor, Tensor]:
-        pick = torch.randint(len(self.seen_classes), (n,), device=self.seen_classes.device)
-        classes = self.seen_classes[pick]
+        classes = draw_uniformly(self.seen_classes, n)
         return self.teacher.feedback.sample(n, classes), self.net.feedback.one_hot(classes)

@@ -55,9 +55,12 @@ def split_backbone(net: nn.Module, layer: int, key: str = f"{KEY}.layer"
 
 def vector_shape(lower: nn.Module, input_shape: tuple[int, ...], key: str, layer: int
                  ) -> tuple[int, ...]:
-    """The shape of `lower`'s activations for one input; refused unless it is a vector."""
+    """The shape of `lower`'s activations for one input; refused unless it is a vector. Run in
+    eval mode (restored after), so batch norm statistics and dropout's draws stay untouched."""
+    training = lower.training
     with torch.no_grad():
-        shape = tuple(lower(torch.zeros(1, *input_shape)).shape[1:])
+        shape = tuple(lower.eval()(torch.zeros(1, *input_shape)).shape[1:])
+    lower.train(training)
     if len(shape) != 1:
         raise ConfigError(key, layer, f"gives activations of shape {shape}; replay of "
                           "features models vectors: cut after the Flatten of the backbone")
@@ -81,6 +84,21 @@ def checkpointed_lower(lower: nn.Module, source: str, key: str, layer: int
         raise ConfigError(key, source, f"holds no backbone.{wrong[0]} of this model's shape: "
                           f"it must come from a run of the same model up to layer {layer}")
     return state
+
+
+def freeze(lower: nn.Module) -> None:
+    lower.requires_grad_(False).eval()
+
+
+def is_frozen(lower: nn.Module | None) -> bool:
+    return lower is not None and not any(p.requires_grad for p in lower.parameters())
+
+
+def keep_frozen_in_eval(lower: nn.Module | None) -> None:
+    """At every epoch start (Lightning puts the whole network in train mode): frozen layers
+    stay in eval mode, so batch norm statistics do not move and dropout draws nothing."""
+    if is_frozen(lower):
+        lower.eval()
 
 
 def heads_output(net: nn.Module, features: Tensor) -> Tensor:
@@ -110,14 +128,7 @@ class FeatureReplay(GenerativeReplay):
         if self.lower_from is not None:
             self.lower.load_state_dict(checkpointed_lower(self.lower, self.lower_from,
                                                           f"{KEY}.lower_from", self.layer))
-            self.freeze()
-
-    def freeze(self) -> None:
-        self.lower.requires_grad_(False).eval()
-
-    @property
-    def frozen_lower(self) -> bool:
-        return not any(p.requires_grad for p in self.lower.parameters())
+            freeze(self.lower)
 
     def sampler(self) -> Generator | None:
         return None  # activations, not images: no FID
@@ -127,21 +138,18 @@ class FeatureReplay(GenerativeReplay):
         self.prepare_replay(loop, task)
 
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
-        """Frozen layers stay in eval mode (batch norm statistics do not move either)."""
-        if self.frozen_lower:
-            self.lower.eval()
+        keep_frozen_in_eval(self.lower)
 
     def on_task_end(self, loop: TaskLoop, task: Task) -> None:
         """Freeze the lower layers (after the first task), then train the generator on the
         task's activations."""
-        if not self.frozen_lower:
-            self.freeze()
+        freeze(self.lower)
         features = self.activations(loop, task.train)
         if self.low is None:
             self.low, self.high = features.amin(dim=0), features.amax(dim=0)
-        self.train_generator(loop, task, Split(self.to_unit(features).cpu(),
-                                               loop.scenario.natural_of(task, task.train.y),
-                                               task.train.task))
+        activations = Split(self.to_unit(features), loop.scenario.natural_of(task, task.train.y),
+                            task.train.task)
+        self.train_generator(loop, task, activations.to(task.train.y.device))
         super().on_task_end(loop, task)
 
     @torch.no_grad()
@@ -178,4 +186,4 @@ class FeatureReplay(GenerativeReplay):
         super().load_state_dict(state_dict)
         self.low, self.high = state_dict["low"], state_dict["high"]
         if self.low is not None:
-            self.freeze()
+            freeze(self.lower)

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from clrun.errors import ConfigError, check_positive_int
-from clrun.generators.base import GeneratedSamples, Generator
+from clrun.generators.base import GeneratedSamples, Generator, draw_uniformly
 from clrun.generators.feedback import FeedbackVAE
 from clrun.generators.multiband import MultibandVAE
 from clrun.generators.population import GeneratorPopulation
@@ -147,6 +147,9 @@ class GenerativeReplay(_ReplayBase):
 
     uses_generator = True
     option = "dgr"  # strategy.plugins.<option> in the one-line errors
+    generator_choices = ("generator=vae (any input), generator=conv_vae (28×28, 32×32 images), "
+                         "generator=gan or generator=diffusion")
+    buffer_feeds_classifier = True  # False: the buffer serves the generator's self-rehearsal
 
     def __init__(self, weighting: str = "task_ratio", targets: str = "hard",
                  temperature: float = 2.0, replay_batch_size: int | None = None,
@@ -157,6 +160,10 @@ class GenerativeReplay(_ReplayBase):
         check_positive_int(f"{key}.regenerate_every", regenerate_every)
         if replay_buffer_per_class is not None:
             check_positive_int(f"{key}.replay_buffer_per_class", replay_buffer_per_class)
+            if regenerate_every != 1 and self.buffer_feeds_classifier:
+                raise ConfigError(f"{key}.regenerate_every", regenerate_every,
+                                  "applies to replay drawn fresh; with replay_buffer_per_class "
+                                  "the classifier's replay comes from the buffer: leave it at 1")
         check_choice(f"{key}.generator_replay", generator_replay, GENERATOR_REPLAYS)
         self.regenerate_every = regenerate_every
         self.replay_buffer_per_class = replay_buffer_per_class
@@ -180,8 +187,7 @@ class GenerativeReplay(_ReplayBase):
         super().check(scenario)
         if self.generator is None:
             raise ConfigError("generator", None, "this strategy replays a generator's samples: "
-                              "choose one with generator=vae (any input), generator=conv_vae "
-                              "(28×28, 32×32 images), generator=gan or generator=diffusion")
+                              f"choose one with {self.generator_choices}")
 
     def on_task_start(self, loop: TaskLoop, task: Task) -> None:
         self.prepare_replay(loop, task)
@@ -228,8 +234,7 @@ class GenerativeReplay(_ReplayBase):
         """Earlier natural classes, uniformly, for a conditional generator's replay."""
         if not self.previous.conditional:
             return None
-        pick = torch.randint(len(self.seen_classes), (n,), device=self.seen_classes.device)
-        return self.seen_classes[pick]
+        return draw_uniformly(self.seen_classes, n)
 
     def generate(self, module: ContinualModule, n: int) -> tuple[Tensor, Tensor | None]:
         """n fresh unit-space replay samples of the previous generator, and the natural
@@ -240,7 +245,7 @@ class GenerativeReplay(_ReplayBase):
     def replayed_unit(self, module: ContinualModule, n: int) -> tuple[Tensor, Tensor | None]:
         """This step's unit-space replay (and classes): from the buffer, or regenerated every
         `regenerate_every` steps."""
-        if self.buffer is not None:
+        if self.buffer is not None and self.buffer_feeds_classifier:
             return self.buffer.draw(n)
         if self._replayed is None or self._steps % self.regenerate_every == 0:
             started = time.perf_counter()

@@ -40,11 +40,17 @@ from clrun.strategies.importance import check_choice
 if TYPE_CHECKING:
     from clrun.loop import TaskLoop
     from clrun.module import ContinualModule
-    from clrun.scenarios.base import Task
+    from clrun.scenarios.base import Scenario, Task
 
 GUIDANCES = ("current_task", "old_class")
 LABELS = ("condition", "classifier")
 GRID_COLUMNS = 8
+
+
+def padded_rows(images: Tensor, columns: int) -> Tensor:
+    """`images` with blank ones added to fill the last row of a `columns`-wide grid."""
+    missing = -len(images) % columns
+    return torch.cat([images, images.new_zeros(missing, *images.shape[1:])])
 
 
 class GuidedReplay(GenerativeReplay):
@@ -52,6 +58,10 @@ class GuidedReplay(GenerativeReplay):
 
     option = "guide"
     supported_settings = ("class",)
+    generator_choices = "generator=diffusion"
+    # guided replay is always regenerated with the classifier as it is now: a buffer made when
+    # the task starts (replay_buffer_per_class) serves the generator's self-rehearsal only
+    buffer_feeds_classifier = False
 
     def __init__(self, scale: float = 0.5, scale_max: float | None = None,
                  guidance: str = "current_task", labels: str = "condition",
@@ -86,14 +96,17 @@ class GuidedReplay(GenerativeReplay):
 
     def on_task_start(self, loop: TaskLoop, task: Task) -> None:
         super().on_task_start(loop, task)
-        device = loop.device
-        tasks = loop.scenario.tasks[: task.index + 1]
+        self.locate_units(loop.scenario, task, loop.device)
+
+    def locate_units(self, scenario: Scenario, task: Task, device: torch.device) -> None:
+        """The output units of `task` (guidance's targets) and of every task up to it."""
+        tasks = scenario.tasks[: task.index + 1]
         self.current_units = task.train.y.unique().to(device)
         self.seen_units = torch.cat([t.train.y.unique() for t in tasks]).unique().to(device)
-        self.unit_of_natural = torch.full((loop.scenario.n_natural,), -1, dtype=torch.long)
+        self.unit_of_natural = torch.full((scenario.n_natural,), -1, dtype=torch.long)
         for t in tasks:
             units = t.train.y.unique()
-            self.unit_of_natural[loop.scenario.natural_of(t, units)] = units
+            self.unit_of_natural[scenario.natural_of(t, units)] = units
         self.unit_of_natural = self.unit_of_natural.to(device)
 
     # -- guided replay -------------------------------------------------------------------------
@@ -131,9 +144,11 @@ class GuidedReplay(GenerativeReplay):
         classes = self.draw_classes(n)
         was_training = module.training
         module.eval()  # the classifier reads x̂₀ with batch norm's running statistics
+        unguided = self.scale == 0 and self.scale_max is None  # s = 0: plain sampling
         try:
-            return self.previous.sample(n, classes, guidance=self.log_probability(module),
-                                        scale=self.scales(n, classes.device)), classes
+            return self.previous.sample(
+                n, classes, guidance=None if unguided else self.log_probability(module),
+                scale=self.scales(n, classes.device)), classes
         finally:
             module.train(was_training)
 
@@ -145,15 +160,6 @@ class GuidedReplay(GenerativeReplay):
         logits = module.net(x).float()[:, student_units]
         return F.cross_entropy(logits, torch.searchsorted(student_units,
                                                           self.unit_of_natural[classes]))
-
-    def replayed_unit(self, module: ContinualModule, n: int) -> tuple[Tensor, Tensor | None]:
-        """Always regenerated with the classifier as it is now: a buffer made when the task
-        starts (`replay_buffer_per_class`) serves the generator's self-rehearsal only."""
-        buffer, self.buffer = self.buffer, None
-        try:
-            return super().replayed_unit(module, n)
-        finally:
-            self.buffer = buffer
 
     # -- how far guidance moved the samples ---------------------------------------------------
     def on_task_end(self, loop: TaskLoop, task: Task) -> None:
@@ -167,18 +173,27 @@ class GuidedReplay(GenerativeReplay):
         was_training = module.training
         module.eval()
         seed = 7919 * (task.index + 1)
-        n = self.probe_samples
-        with torch.random.fork_rng(devices=[loop.device] if loop.device.type == "cuda" else []):
-            torch.manual_seed(seed)
-            classes = self.draw_classes(n)
-            scale = self.scales(n, classes.device)
-            unguided = self.previous.sample(n, classes, seed=seed)
-            guided = self.previous.sample(n, classes, seed=seed,
-                                          guidance=self.log_probability(module), scale=scale)
+        unguided = self.probe(module, self.probe_samples, seed, guided=False)
+        guided = self.probe(module, self.probe_samples, seed)
         for name, images in (("unguided", unguided), ("guided", guided)):
             self.new_class_probability[name].append(self.new_class_mass(module, images))
         module.train(was_training)
         self.probes.append((unguided[:GRID_COLUMNS * 2].cpu(), guided[:GRID_COLUMNS * 2].cpu()))
+
+    def probe(self, module: ContinualModule, n: int, seed: int, guided: bool = True,
+              scale: float | None = None) -> Tensor:
+        """n samples of earlier classes from `seed` (the same noise and classes every call):
+        unguided, or guided by the classifier at `scale` (None: as configured, drawn per sample
+        from [scale, scale_max] when that is set)."""
+        device = self.seen_units.device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            classes = self.draw_classes(n)
+            if not guided:
+                return self.previous.sample(n, classes, seed=seed)
+            scales = self.scales(n, classes.device) if scale is None else scale
+            return self.previous.sample(n, classes, seed=seed,
+                                        guidance=self.log_probability(module), scale=scales)
 
     @torch.no_grad()
     def new_class_mass(self, module: ContinualModule, images: Tensor) -> float:
@@ -199,7 +214,7 @@ class GuidedReplay(GenerativeReplay):
         for index, probe in enumerate(self.probes):
             if probe is None:
                 continue
-            unguided, guided = probe
+            unguided, guided = (padded_rows(images, GRID_COLUMNS) for images in probe)
             channels, height, width = unguided.shape[1:]
             fig, axes = new_figure(0.9 * GRID_COLUMNS, 0.9 * len(unguided) / GRID_COLUMNS + 0.6,
                                    panels=2)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from clrun.errors import ConfigError
@@ -44,11 +45,12 @@ class UNetDenoiser(nn.Module):
 
 
 def timestep_embedding(t: Tensor, size: int) -> Tensor:
-    """Sinusoidal embedding of diffusion steps (Transformer/DDPM style)."""
+    """Sinusoidal embedding of diffusion steps (Transformer/DDPM style); an odd `size` gets a
+    last column of zeros."""
     half = size // 2
     frequencies = torch.exp(-math.log(10_000) * torch.arange(half, device=t.device) / half)
     angles = t.float()[:, None] * frequencies[None]
-    return torch.cat([angles.sin(), angles.cos()], dim=1)
+    return F.pad(torch.cat([angles.sin(), angles.cos()], dim=1), (0, size % 2))
 
 
 class MLPDenoiser(nn.Module):

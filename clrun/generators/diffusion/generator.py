@@ -146,7 +146,9 @@ class DiffusionGenerator(Generator):
         """Generative distillation (Masip et al. 2024): on the noised replayed samples `x`,
         the student's noise prediction matches the frozen teacher's (MSE), instead of the
         noise that was added, × `distillation_weight` (their λ: 3 on Fashion-MNIST, 0.75 on
-        CIFAR-10). Zero when student and teacher are the same network."""
+        CIFAR-10). Weighted against the current task's loss as their code does
+        (`weight_replay_loss`): 1/t current, (1 - 1/t) λ replay. Zero when student and teacher
+        are the same network."""
         xt, t, _ = self.noised(x)
         classes = conditions if self.conditional else None
         with torch.no_grad():
