@@ -209,7 +209,6 @@ class VirtualDevice(TorchFunctionMode):
             return DEVICE
         return HOST if tags and all(tag == HOST for tag in tags) else None
 
-
     def _check_index(self, indexed: Any, index: Any) -> None:
         """CUDA copies host indices to the device, not device indices to the host."""
         if not isinstance(indexed, torch.Tensor) or self.tag(indexed) != HOST:
