@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 from functools import partial
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -20,7 +19,7 @@ from clrun.run import run
 from clrun.scenarios.digits import split_digits
 from clrun.strategies.feature_replay import FeatureReplay
 from clrun.strategies.generative import GenerativeReplay
-from clrun.strategies.guide import GuidedReplay, padded_rows
+from clrun.strategies.guide import padded_rows
 from tests.conftest import FAST, TINY_DIFFUSION, compose_cfg, read_metrics, run_cli
 
 ADAM = partial(torch.optim.Adam, lr=2e-3)
@@ -89,30 +88,23 @@ def test_guidance_at_scale_zero_is_unguided_and_a_positive_scale_moves_towards_n
     def toward_current_task(x_unit, classes):
         return F.log_softmax(net(x_unit), dim=1)[:, 2:].max(dim=1).values
 
+    def counted(x_unit, classes):
+        calls.append(len(x_unit))
+        return toward_current_task(x_unit, classes)
+
+    calls = []
     classes = torch.tensor([0, 1] * 16)
     unguided = generator.sample(32, classes, seed=3)
-    zero = generator.sample(32, classes, seed=3, guidance=toward_current_task, scale=0.0)
+    zero = generator.sample(32, classes, seed=3, guidance=counted, scale=0.0)
     assert torch.equal(unguided, zero)
+    assert calls == []  # s = 0 (GUIDE's unguided baseline) never pays for the gradient
     # an untrained denoiser's x̂₀ is mostly clipped, which passes little gradient: a large s
-    guided = generator.sample(32, classes, seed=3, guidance=toward_current_task, scale=30.0)
-    assert not torch.equal(guided, unguided)
+    guided = generator.sample(32, classes, seed=3, guidance=counted, scale=30.0)
+    assert calls and not torch.equal(guided, unguided)
     assert new_class_mass(net, guided) > new_class_mass(net, unguided) + 0.05
     per_sample = torch.full((32,), 30.0)  # scale drawn per sample: the same path
     assert torch.allclose(generator.sample(32, classes, seed=3, guidance=toward_current_task,
                                            scale=per_sample), guided)
-
-
-@pytest.mark.parametrize("scale,guided", [(0.0, False), (0.5, True)])
-def test_guide_at_scale_zero_samples_without_the_classifier_gradient(scale, guided):
-    """s = 0 (GUIDE's unguided baseline, row gcifar_dgr_diffusion) skips guidance's cost."""
-    plugin = GuidedReplay(scale=scale)
-    calls = []
-    plugin.previous = SimpleNamespace(sample=lambda n, classes, guidance, scale: calls.append(
-        guidance) or torch.zeros(n, 1, 8, 8))
-    plugin.draw_classes = lambda n: torch.zeros(n, dtype=torch.long)
-    plugin.log_probability = lambda module: "toward the current task"
-    plugin.generate(torch.nn.Linear(1, 1), 4)
-    assert calls == ["toward the current task" if guided else None]
 
 
 def test_guided_grids_fill_their_last_row_with_blanks():
@@ -150,8 +142,9 @@ def test_vectors_get_an_mlp_denoiser(width):
 
 @pytest.mark.slow
 def test_a_diffusion_model_learns_a_task(tmp_path):
-    """Slow (~60 s): trains a small conditional UNet on the digits of task 0 (real data), then
-    scores its samples with the digits feature net."""
+    """Slow (~35 s): trains a small conditional UNet on the digits of task 0 (real data), then
+    scores its samples with the digits feature net. At 600 steps FID is ~4 % of the untrained
+    model's and each class is read as itself 42-48 % of the time (measured 2026-12-05)."""
     scenario = split_digits(setting="class")
     net = feature_net(scenario, FeatureNetSettings(steps=600), tmp_path)
     task = scenario.tasks[0]
@@ -163,7 +156,7 @@ def test_a_diffusion_model_learns_a_task(tmp_path):
     untrained = score_row(generator, scenario, 1, net, PRDSettings(runs=1), torch.device("cpu"),
                           0)["fid"][0]
     optimizer = generator.configure_optimizers()
-    for _ in range(1500):
+    for _ in range(600):
         pick = torch.randint(len(x), (64,))
         optimizer.zero_grad()
         generator.loss(x[pick], y[pick]).backward()

@@ -24,8 +24,8 @@ GENERATIVE_ARGS = ("strategy=dgr", "generator=vae", "generator.hidden_sizes=[64]
 
 # a diffusion model (weights, weight average, optimizer), GUIDE's probes and the time split
 DIFFUSION_ARGS = ("strategy=guide", *STRATEGY_OVERRIDES["guide"], "model.hidden_sizes=[32]",
-                  "train.reset_optimizer=false", "trainer.max_epochs=15", "logger=none",
-                  "seed=3")
+                  "train.reset_optimizer=false", "trainer.max_epochs=15",
+                  "generator.max_epochs=4", "logger=none", "seed=3")
 
 # the generator as the learner: its penalties' state and its replay of itself
 LEARNER_ARGS = ("objective=generative", "generator=vae", "strategy=[si,generative_replay]",

@@ -144,11 +144,9 @@ class GuidedReplay(GenerativeReplay):
         classes = self.draw_classes(n)
         was_training = module.training
         module.eval()  # the classifier reads x̂₀ with batch norm's running statistics
-        unguided = self.scale == 0 and self.scale_max is None  # s = 0: plain sampling
         try:
-            return self.previous.sample(
-                n, classes, guidance=None if unguided else self.log_probability(module),
-                scale=self.scales(n, classes.device)), classes
+            return self.previous.sample(n, classes, guidance=self.log_probability(module),
+                                        scale=self.scales(n, classes.device)), classes
         finally:
             module.train(was_training)
 

@@ -5,7 +5,8 @@ x̂₀ = (x_t − √(1−ᾱ_t)·ε̂(x_t))/√ᾱ_t, clipped to [−1, 1], is 
 a log-probability per sample to raise; its gradient is taken with respect to x_t, through the
 denoiser, and the noise prediction becomes ε̃ = ε̂ − √(1−ᾱ_t)·s·∇_{x_t} log p(target | x̂₀);
 the DDIM step uses ε̃. A guided step costs a backward pass through the denoiser and the
-classifier besides the forward. With s = 0 the samples are exactly the unguided ones.
+classifier besides the forward. With s = 0 the samples are exactly the unguided ones, and no
+gradient is computed (GUIDE's unguided baseline costs what plain sampling costs).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ def ddim_sample(denoiser: nn.Module, scheduler: object, noise: Tensor, classes: 
     alphas = scheduler.alphas_cumprod.to(noise.device)
     x = noise
     s = per_sample(scale, x)
+    if not isinstance(s, Tensor) and s == 0:
+        guidance = None  # s = 0 shifts nothing: skip the classifier's gradient
     for t in scheduler.timesteps.tolist():  # host ints: the schedule's arithmetic never syncs
         steps_t = torch.full((len(x),), t, device=x.device, dtype=torch.long)
         if guidance is None:
