@@ -15,6 +15,7 @@ module; precision and recall from PRD on the same features.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -120,7 +121,8 @@ def score_row(sampler: Sampler, scenario: Scenario, n_seen: int, net: TrainedFea
               prd: PRDSettings, device: torch.device, seed: int, max_pools: int = MAX_POOLS,
               subsets: list[Tensor | None] | None = None) -> dict[str, list[float | None]]:
     """FID, precision and recall for tasks 0..n_seen-1 (None for later tasks), on each task's
-    test images (`subsets[j]`: those of task j only)."""
+    test images (`subsets[j]`: those of task j only). A task with fewer test images than PRD has
+    clusters gets FID only: k-means cannot make more clusters than points."""
     net.net.to(device)
     extractor = FeatureExtractor(net.net).to(device)
     tasks = scenario.tasks[:n_seen]
@@ -131,6 +133,7 @@ def score_row(sampler: Sampler, scenario: Scenario, n_seen: int, net: TrainedFea
         torch.manual_seed(seed)
         subsets = (subsets or [None] * scenario.n_tasks)[:n_seen]
         generated = samples_for_tasks(sampler, scenario, tasks, net, device, max_pools, subsets)
+        too_small: list[int] = []  # tasks whose test set cannot fill the PRD clusters
         for j, (task, fake, keep) in enumerate(zip(tasks, generated, subsets, strict=True)):
             real = scenario.pipeline.to_unit(task.test.x if keep is None else task.test.x[keep])
             real = real.to(device)
@@ -139,8 +142,15 @@ def score_row(sampler: Sampler, scenario: Scenario, n_seen: int, net: TrainedFea
             fid.update(real, real=True)
             fid.update(fake.to(device), real=False)
             row["fid"][j] = max(float(fid.compute()), 0.0)
+            if len(real) < prd.clusters:
+                too_small.append(j)
+                continue
             precision, recall = precision_recall(_batched_features(extractor, real),
                                                  _batched_features(extractor, fake), prd,
                                                  seed)
             row["precision"][j], row["recall"][j] = precision, recall
+    if too_small:
+        print(f"clrun: no precision/recall for task(s) {', '.join(map(str, too_small))}: fewer "
+              f"test images than metrics.prd.clusters={prd.clusters} (lower it to score them)",
+              file=sys.stderr, flush=True)
     return row
