@@ -20,7 +20,14 @@ from clrun.scenarios.digits import split_digits
 from clrun.strategies.feature_replay import FeatureReplay
 from clrun.strategies.generative import GenerativeReplay
 from clrun.strategies.guide import padded_rows
-from tests.conftest import FAST, TINY_DIFFUSION, compose_cfg, read_metrics, run_cli
+from tests.conftest import (
+    FAST,
+    TINY_DIFFUSION,
+    compose_cfg,
+    interrupt_then_resume,
+    read_metrics,
+    run_cli,
+)
 
 ADAM = partial(torch.optim.Adam, lr=2e-3)
 TINY = TINY_DIFFUSION
@@ -183,6 +190,24 @@ def test_dgr_with_diffusion_in_both_generator_replay_modes(tmp_path):
         assert len(split) == 3 and split[0]["replay_generation"] == 0
         assert all(s["replay_generation"] > 0 and s["generator_training"] > 0 for s in split[1:])
 
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args", [
+    ("strategy=dgr", *TINY, SMALL_MLP, "strategy.plugins.dgr.generator_replay=distill",
+     "strategy.plugins.dgr.replay_buffer_per_class=8"),
+    ("strategy=feature_replay", *TINY[:5], "model.hidden_sizes=[48,32]",
+     "strategy.plugins.feature_replay.layer=3"),
+], ids=["dgr_distill_buffer", "feature_replay"])
+def test_diffusion_replay_interrupted_and_resumed_ends_with_the_same_metrics(tmp_path, args):
+    """Stopped as the last task starts and resumed: the frozen previous diffusion model, its
+    replay buffer (or the frozen lower layers) are rebuilt from the checkpoint exactly.
+    Slow (3–17 s): a run and an interrupted, resumed one of three tasks in-process."""
+    args = (*args, *FAST, *THREE_TASKS, "seed=3")
+    run(compose_cfg(*args), tmp_path / "full")
+    interrupt_then_resume(args, tmp_path / "cut", task=2)
+    assert (tmp_path / "cut" / "metrics.json").read_text() == \
+        (tmp_path / "full" / "metrics.json").read_text()
 
 def test_replay_is_regenerated_every_k_steps_or_drawn_from_the_buffer(monkeypatch, tmp_path):
     steps, generated, sampled = [], [], []
