@@ -138,6 +138,22 @@ def test_generative_distillation_is_zero_when_student_equals_teacher():
     assert torch.allclose(weighted.distillation_loss(teacher, x, classes), 3 * once)
 
 
+
+def test_a_frozen_copy_keeps_only_the_weight_average_it_samples_with():
+    generator = tiny_generator()
+    optimizer = generator.kept_optimizer.get(generator)  # Adam, with state, as a fit leaves it
+    classes = torch.randint(10, (8,))
+    generator.loss(torch.rand(8, 1, 8, 8), classes).backward()
+    optimizer.step()
+    generator.ema.update(generator.denoiser)
+    twin = generator.frozen_copy()
+    weights = sum(p.numel() for p in generator.ema.average.parameters())
+    assert sum(p.numel() for p in generator.parameters()) == 2 * weights
+    assert sum(p.numel() for p in twin.parameters()) == weights  # no raw weights, no Adam
+    assert twin.denoiser is twin.ema.average and twin.kept_optimizer is None
+    assert generator.kept_optimizer.optimizer is optimizer and optimizer.state  # untouched
+    assert torch.equal(twin.sample(8, classes, seed=1), generator.sample(8, classes, seed=1))
+
 @pytest.mark.parametrize("width", [32, 33])  # an odd width: the step embedding is padded
 def test_vectors_get_an_mlp_denoiser(width):
     generator = DiffusionGenerator((40,), 10, vector_hidden_sizes=(width,), train_steps=100,

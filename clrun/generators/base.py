@@ -130,14 +130,18 @@ class Generator(pl.LightningModule):
     def dtype_for_input(self) -> torch.dtype:
         return next(self.parameters()).dtype
 
+    def left_behind(self) -> list[Any]:
+        """What a frozen copy does without: its replay, the Trainer that last fitted it
+        (deep-copying that would copy its data and loggers) and its optimizers, whose state
+        (Adam's: twice the weights) a generator keeps between tasks."""
+        optimizers = [v for v in vars(self).values()
+                      if isinstance(v, (KeptOptimizer, torch.optim.Optimizer))]
+        return [self.replay, self._trainer, *optimizers]
+
     def frozen_copy(self) -> Generator:
-        """A copy for replay that never trains and carries no replay of its own, nor the
-        Trainer that last fitted it (deep-copying that would copy its data and loggers)."""
-        replay, self.replay = self.replay, None
-        trainer, self._trainer = self._trainer, None
-        twin = copy.deepcopy(self).eval().requires_grad_(False)
-        self.replay, self._trainer = replay, trainer
-        return twin
+        """A copy for replay that never trains; what `left_behind` names is None in it."""
+        memo: dict[int, Any] = {id(kept): None for kept in self.left_behind() if kept is not None}
+        return copy.deepcopy(self, memo).eval().requires_grad_(False)
 
     def replay_from(self, previous: Generator | None, weight_current: float,
                     conditions: Tensor | None, buffer: GeneratedSamples | None = None,

@@ -102,6 +102,16 @@ class DiffusionGenerator(Generator):
         self.sample_steps = sample_steps
         self.sample_batch_size = sample_batch_size
 
+    def left_behind(self) -> list[Any]:
+        """A frozen diffusion model samples and teaches with its weight average only: its raw
+        weights stay behind too."""
+        return [*super().left_behind(), self.denoiser]
+
+    def frozen_copy(self) -> DiffusionGenerator:
+        twin = super().frozen_copy()
+        twin.denoiser = twin.ema.average
+        return twin
+
     # -- unit space <-> model space ----------------------------------------------------------
     def to_model(self, x: Tensor) -> Tensor:
         """Unit-space data to the denoiser's [−1, 1] space (padded or resized images)."""
