@@ -37,9 +37,9 @@ def check_metrics(metrics: DictConfig) -> None:
     check_positive_int("metrics.prd.clusters", prd.get("clusters"), least=2)
     if metrics.get("samples_per_task") is not None and metrics.samples_per_task < prd.clusters:
         raise ConfigError("metrics.samples_per_task", metrics.samples_per_task,
-                          f"precision and recall cluster a task's images into "
-                          f"metrics.prd.clusters={prd.clusters} groups: score at least as many, "
-                          f"or lower metrics.prd.clusters")
+                          f"precision and recall need at least metrics.prd.clusters="
+                          f"{prd.clusters} images per task to mean anything: score at least as "
+                          f"many, or lower metrics.prd.clusters")
     check_positive_int("metrics.prd.angles", prd.get("angles"), least=3)
     check_positive_int("metrics.prd.runs", prd.get("runs"))
     net = metrics.feature_net

@@ -80,8 +80,8 @@ BAD_VALUES = [
                                "least 2"),
     ("metrics.feature_net.lr=0", "metrics.feature_net.lr=0 is invalid"),
     ("metrics.samples_per_task=10", "metrics.samples_per_task=10 is invalid: precision and "
-                                    "recall cluster a task's images into "
-                                    "metrics.prd.clusters=20 groups"),
+                                    "recall need at least metrics.prd.clusters=20 images per "
+                                    "task"),
     ("train.lr_gamma=0", "train.lr_gamma=0 is invalid"),
     ("memory_size=-1", "memory_size=-1 is invalid"),
 ]

@@ -138,9 +138,8 @@ def test_generative_distillation_is_zero_when_student_equals_teacher():
     assert torch.allclose(weighted.distillation_loss(teacher, x, classes), 3 * once)
 
 
-
 def test_a_frozen_copy_keeps_only_the_weight_average_it_samples_with():
-    generator = tiny_generator()
+    generator = tiny_generator(ema_decay=0.5)  # the average differs from the raw weights
     optimizer = generator.kept_optimizer.get(generator)  # Adam, with state, as a fit leaves it
     classes = torch.randint(10, (8,))
     generator.loss(torch.rand(8, 1, 8, 8), classes).backward()
@@ -149,10 +148,11 @@ def test_a_frozen_copy_keeps_only_the_weight_average_it_samples_with():
     twin = generator.frozen_copy()
     weights = sum(p.numel() for p in generator.ema.average.parameters())
     assert sum(p.numel() for p in generator.parameters()) == 2 * weights
-    assert sum(p.numel() for p in twin.parameters()) == weights  # no raw weights, no Adam
-    assert twin.denoiser is twin.ema.average and twin.kept_optimizer is None
+    assert sum(p.numel() for p in twin.parameters()) == weights  # no raw weights
+    assert twin.denoiser is twin.ema.average and twin.kept_optimizer is None  # no Adam state
     assert generator.kept_optimizer.optimizer is optimizer and optimizer.state  # untouched
     assert torch.equal(twin.sample(8, classes, seed=1), generator.sample(8, classes, seed=1))
+
 
 @pytest.mark.parametrize("width", [32, 33])  # an odd width: the step embedding is padded
 def test_vectors_get_an_mlp_denoiser(width):
@@ -207,7 +207,6 @@ def test_dgr_with_diffusion_in_both_generator_replay_modes(tmp_path):
         assert all(s["replay_generation"] > 0 and s["generator_training"] > 0 for s in split[1:])
 
 
-
 @pytest.mark.slow
 @pytest.mark.parametrize("args", [
     ("strategy=dgr", *TINY, SMALL_MLP, "strategy.plugins.dgr.generator_replay=distill",
@@ -224,6 +223,7 @@ def test_diffusion_replay_interrupted_and_resumed_ends_with_the_same_metrics(tmp
     interrupt_then_resume(args, tmp_path / "cut", task=2)
     assert (tmp_path / "cut" / "metrics.json").read_text() == \
         (tmp_path / "full" / "metrics.json").read_text()
+
 
 def test_replay_is_regenerated_every_k_steps_or_drawn_from_the_buffer(monkeypatch, tmp_path):
     steps, generated, sampled = [], [], []

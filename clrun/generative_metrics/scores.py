@@ -122,7 +122,8 @@ def score_row(sampler: Sampler, scenario: Scenario, n_seen: int, net: TrainedFea
               subsets: list[Tensor | None] | None = None) -> dict[str, list[float | None]]:
     """FID, precision and recall for tasks 0..n_seen-1 (None for later tasks), on each task's
     test images (`subsets[j]`: those of task j only). A task with fewer test images than PRD has
-    clusters gets FID only: k-means cannot make more clusters than points."""
+    clusters gets FID only: with about one image per cluster its precision and recall would
+    measure nothing (and k-means fails below half of one)."""
     net.net.to(device)
     extractor = FeatureExtractor(net.net).to(device)
     tasks = scenario.tasks[:n_seen]

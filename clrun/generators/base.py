@@ -132,8 +132,8 @@ class Generator(pl.LightningModule):
 
     def left_behind(self) -> list[Any]:
         """What a frozen copy does without: its replay, the Trainer that last fitted it
-        (deep-copying that would copy its data and loggers) and its optimizers, whose state
-        (Adam's: twice the weights) a generator keeps between tasks."""
+        (deep-copying that would copy its data and loggers) and the optimizers it holds as
+        attributes, whose state (Adam's: twice the weights) a generator keeps between tasks."""
         optimizers = [v for v in vars(self).values()
                       if isinstance(v, (KeptOptimizer, torch.optim.Optimizer))]
         return [self.replay, self._trainer, *optimizers]

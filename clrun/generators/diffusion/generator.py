@@ -107,7 +107,9 @@ class DiffusionGenerator(Generator):
         weights stay behind too."""
         return [*super().left_behind(), self.denoiser]
 
-    def frozen_copy(self) -> DiffusionGenerator:
+    def frozen_copy(self) -> Generator:
+        """The frozen copy's `denoiser` is its weight average, so its state dict holds the
+        average twice: it is for replay, not for loading into a generator that trains."""
         twin = super().frozen_copy()
         twin.denoiser = twin.ema.average
         return twin
