@@ -31,15 +31,16 @@ def check_metrics(metrics: DictConfig) -> None:
                           "use one of: auto, true, false")
     _boolean("metrics.sample_grids", metrics.get("sample_grids"))
     check_positive_int("metrics.max_pools", metrics.get("max_pools"))
-    if metrics.get("samples_per_task") is not None:
-        check_positive_int("metrics.samples_per_task", metrics.samples_per_task)
     prd = metrics.prd
     check_positive_int("metrics.prd.clusters", prd.get("clusters"), least=2)
-    if metrics.get("samples_per_task") is not None and metrics.samples_per_task < prd.clusters:
-        raise ConfigError("metrics.samples_per_task", metrics.samples_per_task,
-                          f"precision and recall need at least metrics.prd.clusters="
-                          f"{prd.clusters} images per task to mean anything: score at least as "
-                          f"many, or lower metrics.prd.clusters")
+    samples = metrics.get("samples_per_task")
+    if samples is not None:
+        check_positive_int("metrics.samples_per_task", samples)
+        if samples < prd.clusters:
+            raise ConfigError("metrics.samples_per_task", samples,
+                              f"precision and recall need at least metrics.prd.clusters="
+                              f"{prd.clusters} images per task to mean anything: score at "
+                              f"least as many, or lower metrics.prd.clusters")
     check_positive_int("metrics.prd.angles", prd.get("angles"), least=3)
     check_positive_int("metrics.prd.runs", prd.get("runs"))
     net = metrics.feature_net
